@@ -1,0 +1,3 @@
+"""Spine: self-hostable multi-tenant document search."""
+
+__version__ = "0.1.0"

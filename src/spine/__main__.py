@@ -1,0 +1,5 @@
+"""``python -m spine``."""
+
+from spine.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""Blob stores: where the uploaded bytes live, addressed by their SHA-256."""

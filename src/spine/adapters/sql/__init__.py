@@ -1,0 +1,1 @@
+"""Relational storage with SQLAlchemy Core: tables, repositories, the job queue."""

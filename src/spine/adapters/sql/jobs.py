@@ -1,0 +1,321 @@
+"""The durable job queue on a relational database.
+
+Every state change goes through :meth:`SqlJobRepository._transition`: it checks the
+domain's transition table, applies the change with a compare-and-set UPDATE (the current
+state, and the lease token where a worker acts) and records a ``job_events`` row in the
+same transaction. A worker whose lease has been taken away therefore cannot finish,
+fail or extend the job: its UPDATE matches no row and it gets :class:`LeaseLost`.
+"""
+
+from __future__ import annotations
+
+import secrets
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, Row, delete, select, update
+
+from spine.adapters.sql.tables import job_events, jobs
+from spine.domain.jobs import (
+    RUNNABLE,
+    Job,
+    JobError,
+    JobEvent,
+    JobState,
+    RetryDecision,
+    RetryPolicy,
+    check_transition,
+)
+from spine.errors import LeaseLost, NotFound
+
+
+def _event_from_row(row: Row[Any]) -> JobEvent:
+    m = row._mapping
+    return JobEvent(
+        job_id=m["job_id"],
+        from_state=JobState(m["from_state"]) if m["from_state"] else None,
+        to_state=JobState(m["to_state"]),
+        at=m["at"],
+        detail=m["detail"],
+    )
+
+
+def _job_from_row(row: Row[Any], events: tuple[JobEvent, ...] = ()) -> Job:
+    m = row._mapping
+    error = JobError(m["error_type"], m["error_message"] or "") if m["error_type"] else None
+    return Job(
+        id=m["id"],
+        tenant_id=m["tenant_id"],
+        document_id=m["document_id"],
+        state=JobState(m["state"]),
+        attempts=m["attempts"],
+        max_attempts=m["max_attempts"],
+        error=error,
+        created_at=m["created_at"],
+        started_at=m["started_at"],
+        finished_at=m["finished_at"],
+        next_run_at=m["next_run_at"],
+        lease_token=m["lease_token"],
+        lease_expires_at=m["lease_expires_at"],
+        events=events,
+    )
+
+
+class SqlJobRepository:
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+
+    # -- tenant-scoped reads and writes ------------------------------------------------
+
+    def enqueue(self, tenant_id: str, job: Job) -> None:
+        if job.tenant_id != tenant_id or job.state is not JobState.PENDING:
+            raise ValueError("enqueue takes a PENDING job of the same tenant")
+        self._conn.execute(
+            jobs.insert().values(
+                id=job.id,
+                tenant_id=tenant_id,
+                document_id=job.document_id,
+                state=JobState.PENDING.value,
+                attempts=0,
+                max_attempts=job.max_attempts,
+                next_run_at=job.created_at,
+                created_at=job.created_at,
+                updated_at=job.created_at,
+            )
+        )
+        self._record(tenant_id, job.id, None, JobState.PENDING, job.created_at, "enqueued")
+
+    def get(self, tenant_id: str, job_id: str) -> Job:
+        row = self._conn.execute(
+            select(jobs).where((jobs.c.tenant_id == tenant_id) & (jobs.c.id == job_id))
+        ).first()
+        if row is None:
+            raise NotFound(f"job {job_id} not found")
+        events = tuple(
+            _event_from_row(r)
+            for r in self._conn.execute(
+                select(job_events)
+                .where((job_events.c.tenant_id == tenant_id) & (job_events.c.job_id == job_id))
+                .order_by(job_events.c.id)
+            )
+        )
+        return _job_from_row(row, events)
+
+    def list(
+        self, tenant_id: str, *, state: JobState | None, limit: int, after: str | None
+    ) -> list[Job]:
+        query = (
+            select(jobs)
+            .where(jobs.c.tenant_id == tenant_id)
+            .order_by(jobs.c.id.desc())
+            .limit(limit)
+        )
+        if state is not None:
+            query = query.where(jobs.c.state == state.value)
+        if after is not None:
+            query = query.where(jobs.c.id < after)
+        return [_job_from_row(row) for row in self._conn.execute(query)]
+
+    def delete_for_document(self, tenant_id: str, document_id: str) -> None:
+        ids = select(jobs.c.id).where(
+            (jobs.c.tenant_id == tenant_id) & (jobs.c.document_id == document_id)
+        )
+        self._conn.execute(
+            delete(job_events).where(
+                (job_events.c.tenant_id == tenant_id) & job_events.c.job_id.in_(ids)
+            )
+        )
+        self._conn.execute(
+            delete(jobs).where(
+                (jobs.c.tenant_id == tenant_id) & (jobs.c.document_id == document_id)
+            )
+        )
+
+    # -- the queue: claims serve every tenant ------------------------------------------
+
+    def claim(self, *, worker_id: str, now: datetime, lease_seconds: float) -> Job | None:
+        """Take the runnable job that has waited longest, with a fresh lease.
+
+        FOR UPDATE SKIP LOCKED lets concurrent claimers pass each other on PostgreSQL;
+        SQLite renders no lock clause and relies on the write transaction's lock instead.
+        """
+        row = self._conn.execute(
+            select(jobs)
+            .where(jobs.c.state.in_([s.value for s in RUNNABLE]) & (jobs.c.next_run_at <= now))
+            .order_by(jobs.c.next_run_at, jobs.c.id)
+            .limit(1)
+            .with_for_update(skip_locked=True)
+        ).first()
+        if row is None:
+            return None
+        current = _job_from_row(row)
+        token = secrets.token_hex(16)
+        self._transition(
+            current,
+            JobState.RUNNING,
+            now=now,
+            detail=f"claimed by {worker_id} (attempt {current.attempts + 1})",
+            attempts=current.attempts + 1,
+            lease_owner=worker_id,
+            lease_token=token,
+            lease_expires_at=now + timedelta(seconds=lease_seconds),
+            started_at=current.started_at or now,
+            next_run_at=None,
+        )
+        return self.get(current.tenant_id, current.id)
+
+    def reap_expired(self, *, now: datetime, policy: RetryPolicy) -> int:
+        """Turn RUNNING jobs whose lease ran out (a dead worker) into RETRYING or FAILED."""
+        rows = self._conn.execute(
+            select(jobs).where(
+                (jobs.c.state == JobState.RUNNING.value) & (jobs.c.lease_expires_at < now)
+            )
+        ).all()
+        for row in rows:
+            job = _job_from_row(row)
+            decision = policy.decide(
+                attempts=job.attempts, max_attempts=job.max_attempts, transient=True, now=now
+            )
+            self._finish_attempt(
+                job,
+                decision,
+                JobError("lease-expired", "the worker stopped renewing its lease"),
+                now=now,
+                lease_token=job.lease_token,
+                extra_guard=jobs.c.lease_expires_at < now,
+            )
+        return len(rows)
+
+    # -- a worker acting under its lease -----------------------------------------------
+
+    def heartbeat(
+        self, tenant_id: str, job_id: str, *, lease_token: str, now: datetime, lease_seconds: float
+    ) -> None:
+        result = self._conn.execute(
+            update(jobs)
+            .where(self._leased(tenant_id, job_id, lease_token))
+            .values(lease_expires_at=now + timedelta(seconds=lease_seconds), updated_at=now)
+        )
+        if result.rowcount == 0:
+            raise LeaseLost(f"job {job_id}: lease lost")
+
+    def succeed(self, tenant_id: str, job_id: str, *, lease_token: str, now: datetime) -> None:
+        job = self._leased_job(tenant_id, job_id, lease_token)
+        self._transition(
+            job,
+            JobState.SUCCEEDED,
+            now=now,
+            detail="pipeline finished",
+            lease_token=None,
+            lease_owner=None,
+            lease_expires_at=None,
+            finished_at=now,
+            error_type=None,
+            error_message=None,
+            guard_token=lease_token,
+        )
+
+    def fail(
+        self,
+        tenant_id: str,
+        job_id: str,
+        *,
+        lease_token: str,
+        decision: RetryDecision,
+        error: JobError,
+        now: datetime,
+    ) -> None:
+        job = self._leased_job(tenant_id, job_id, lease_token)
+        self._finish_attempt(job, decision, error, now=now, lease_token=lease_token)
+
+    # -- internals ---------------------------------------------------------------------
+
+    def _leased(self, tenant_id: str, job_id: str, lease_token: str) -> Any:
+        return (
+            (jobs.c.tenant_id == tenant_id)
+            & (jobs.c.id == job_id)
+            & (jobs.c.state == JobState.RUNNING.value)
+            & (jobs.c.lease_token == lease_token)
+        )
+
+    def _leased_job(self, tenant_id: str, job_id: str, lease_token: str) -> Job:
+        row = self._conn.execute(
+            select(jobs).where(self._leased(tenant_id, job_id, lease_token))
+        ).first()
+        if row is None:
+            raise LeaseLost(f"job {job_id}: lease lost")
+        return _job_from_row(row)
+
+    def _finish_attempt(
+        self,
+        job: Job,
+        decision: RetryDecision,
+        error: JobError,
+        *,
+        now: datetime,
+        lease_token: str | None,
+        extra_guard: Any = None,
+    ) -> None:
+        self._transition(
+            job,
+            decision.state,
+            now=now,
+            detail=f"{error.type}: {error.message} ({decision.reason})",
+            lease_token=None,
+            lease_owner=None,
+            lease_expires_at=None,
+            next_run_at=decision.next_run_at,
+            finished_at=now if decision.state is JobState.FAILED else None,
+            error_type=error.type,
+            error_message=error.message,
+            guard_token=lease_token,
+            extra_guard=extra_guard,
+        )
+
+    def _transition(
+        self,
+        job: Job,
+        target: JobState,
+        *,
+        now: datetime,
+        detail: str,
+        guard_token: str | None = None,
+        extra_guard: Any = None,
+        **values: Any,
+    ) -> None:
+        check_transition(job.state, target)
+        guard = (
+            (jobs.c.tenant_id == job.tenant_id)
+            & (jobs.c.id == job.id)
+            & (jobs.c.state == job.state.value)
+        )
+        if guard_token is not None:
+            guard = guard & (jobs.c.lease_token == guard_token)
+        if extra_guard is not None:
+            guard = guard & extra_guard
+        result = self._conn.execute(
+            update(jobs).where(guard).values(state=target.value, updated_at=now, **values)
+        )
+        if result.rowcount != 1:
+            raise LeaseLost(f"job {job.id} changed under us ({job.state} -> {target} refused)")
+        self._record(job.tenant_id, job.id, job.state, target, now, detail)
+
+    def _record(
+        self,
+        tenant_id: str,
+        job_id: str,
+        from_state: JobState | None,
+        to_state: JobState,
+        at: datetime,
+        detail: str,
+    ) -> None:
+        self._conn.execute(
+            job_events.insert().values(
+                tenant_id=tenant_id,
+                job_id=job_id,
+                from_state=from_state.value if from_state else None,
+                to_state=to_state.value,
+                at=at,
+                detail=detail,
+            )
+        )

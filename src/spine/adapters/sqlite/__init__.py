@@ -1,0 +1,1 @@
+"""The embedded default: one SQLite file holds documents, the queue and both indexes."""

@@ -1,0 +1,61 @@
+"""The embedded database: SQLite through sqlean.py, one writer at a time per process."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from sqlalchemy import Connection, text
+from sqlalchemy.exc import OperationalError
+
+from spine.adapters.sql.documents import SqlDocumentRepository
+from spine.adapters.sql.jobs import SqlJobRepository
+from spine.adapters.sqlite.engine import create_sqlite_engine
+from spine.adapters.sqlite.search_index import SqliteSearchIndex
+from spine.errors import Unavailable
+
+
+@dataclass
+class SqliteUnitOfWork:
+    documents: SqlDocumentRepository
+    jobs: SqlJobRepository
+    index: SqliteSearchIndex
+
+    @classmethod
+    def on(cls, conn: Connection) -> SqliteUnitOfWork:
+        return cls(SqlDocumentRepository(conn), SqlJobRepository(conn), SqliteSearchIndex(conn))
+
+
+class SqliteDatabase:
+    """Write transactions are serialised by a lock inside the process (SQLite has one
+    writer anyway, and a lock queues fairly where SQLite's busy handler sleeps and polls);
+    across processes BEGIN IMMEDIATE and the busy timeout do the same job."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._writer = create_sqlite_engine(url, immediate=True)
+        self._reader = create_sqlite_engine(url, immediate=False)
+        self._write_lock = threading.Lock()
+
+    @contextmanager
+    def write(self) -> Iterator[SqliteUnitOfWork]:
+        with self._write_lock, self._writer.begin() as conn:
+            yield SqliteUnitOfWork.on(conn)
+
+    @contextmanager
+    def read(self) -> Iterator[SqliteUnitOfWork]:
+        with self._reader.begin() as conn:
+            yield SqliteUnitOfWork.on(conn)
+
+    def ping(self) -> None:
+        try:
+            with self._reader.connect() as conn:
+                conn.execute(text("SELECT 1"))
+        except OperationalError as exc:
+            raise Unavailable("database does not answer") from exc
+
+    def close(self) -> None:
+        self._writer.dispose()
+        self._reader.dispose()

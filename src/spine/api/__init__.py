@@ -1,0 +1,1 @@
+"""The HTTP edge: FastAPI routes, schemas and problem responses. No business logic."""

@@ -1,0 +1,356 @@
+"""The ``spine`` command: run the server and workers, make tokens, and talk to the API.
+
+Client commands read ``SPINE_URL`` and ``SPINE_TOKEN``; server commands read the
+``SPINE_*`` settings, with ``--data-dir`` over ``SPINE_DATA_DIR``.
+"""
+
+from __future__ import annotations
+
+import mimetypes
+import signal
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from types import FrameType
+from typing import Annotated, Any, NoReturn
+
+import httpx
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from spine.domain.auth import Role
+from spine.settings import Settings
+
+app = typer.Typer(help="Spine: self-hostable multi-tenant document search.", no_args_is_help=True)
+token_app = typer.Typer(help="Make API tokens.", no_args_is_help=True)
+app.add_typer(token_app, name="token")
+
+console = Console()
+err_console = Console(stderr=True)
+
+DataDirOption = Annotated[
+    Path | None,
+    typer.Option("--data-dir", envvar="SPINE_DATA_DIR", help="Data folder (embedded default)."),
+]
+UrlOption = Annotated[
+    str, typer.Option("--url", envvar="SPINE_URL", help="The Spine API's base URL.")
+]
+TokenOption = Annotated[
+    str | None, typer.Option("--token", envvar="SPINE_TOKEN", help="A bearer token.")
+]
+TERMINAL_STATES = ("SUCCEEDED", "FAILED")
+
+
+def fail(message: str) -> NoReturn:
+    """Every CLI error is one readable line on stderr and exit status 1."""
+    err_console.print(f"[red]spine:[/red] {message}", highlight=False)
+    raise typer.Exit(1)
+
+
+def _settings(data_dir: Path | None, **overrides: Any) -> Settings:
+    values = {key: value for key, value in overrides.items() if value is not None}
+    if data_dir is not None:
+        values["data_dir"] = data_dir
+    try:
+        return Settings(**values)
+    except ValueError as exc:
+        fail(f"invalid settings: {exc}")
+
+
+def _make_token(settings: Settings, tenant: str, role: Role, ttl: int, subject: str) -> str:
+    from spine.service.tokens import create_token, load_or_create_secret
+
+    try:
+        secret = load_or_create_secret(settings.jwt_secret, settings.data_dir)
+    except ValueError as exc:
+        fail(str(exc))
+    return create_token(
+        secret,
+        tenant_id=tenant,
+        role=role,
+        subject=subject,
+        ttl_seconds=ttl,
+        issuer=settings.jwt_issuer,
+        now=datetime.now(UTC),
+    )
+
+
+# -- server side ----------------------------------------------------------------------
+
+
+@app.command()
+def serve(
+    data_dir: DataDirOption = None,
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to bind.")] = 8000,
+    workers: Annotated[
+        int | None, typer.Option(help="Worker threads in this process (0: API only).")
+    ] = None,
+    print_token: Annotated[
+        str | None,
+        typer.Option(help="Print a 24 h development admin token for this tenant at start."),
+    ] = None,
+) -> None:
+    """Run the HTTP API and the workers in one process (the embedded default)."""
+    import uvicorn
+
+    from spine.api.app import create_app
+
+    settings = _settings(data_dir, workers=workers)
+    base = f"http://{host}:{port}"
+    console.print(f"Spine API   {base}")
+    console.print(f"OpenAPI     {base}/docs")
+    console.print(f"Data        {settings.data_dir.resolve()}  workers={settings.workers}")
+    if print_token:
+        token = _make_token(settings, print_token, Role.ADMIN, 86_400, "dev")
+        console.print(f"Token ({print_token}, admin, 24 h):\n{token}", soft_wrap=True)
+        console.print(f"  export SPINE_URL={base} SPINE_TOKEN={token}", soft_wrap=True)
+    uvicorn.run(
+        create_app(settings),
+        host=host,
+        port=port,
+        log_level="info",
+        timeout_graceful_shutdown=int(settings.shutdown_grace_seconds) + 5,
+    )
+
+
+@app.command()
+def worker(
+    data_dir: DataDirOption = None,
+    concurrency: Annotated[int, typer.Option(help="Worker threads.")] = 1,
+) -> None:
+    """Run workers alone, without the API (scale-out)."""
+    from spine.queue.worker import WorkerPool
+    from spine.service.bootstrap import bootstrap
+
+    settings = _settings(data_dir)
+    services = bootstrap(settings)
+    pool = WorkerPool(services, concurrency)
+    stopping = threading.Event()
+
+    def _on_signal(signum: int, _frame: FrameType | None) -> None:
+        stopping.set()
+
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+    pool.start()
+    console.print(f"Spine worker: {concurrency} thread(s) on {settings.resolved_database_url()}")
+    stopping.wait()
+    console.print("Stopping: finishing or releasing running jobs...")
+    pool.stop()
+    services.close()
+
+
+@token_app.command("create")
+def token_create(
+    tenant: Annotated[str, typer.Option(help="The tenant the token acts for.")],
+    role: Annotated[Role, typer.Option(help="reader, writer or admin.")] = Role.WRITER,
+    ttl: Annotated[int, typer.Option(help="Lifetime in seconds.", min=1)] = 3600,
+    subject: Annotated[str, typer.Option(help="The sub claim.")] = "cli",
+    data_dir: DataDirOption = None,
+) -> None:
+    """Print a signed token, and nothing else."""
+    print(_make_token(_settings(data_dir), tenant, role, ttl, subject))
+
+
+@app.command()
+def migrate(
+    direction: Annotated[str, typer.Argument(help="up or down")],
+    revision: Annotated[str | None, typer.Option(help="Target revision.")] = None,
+    data_dir: DataDirOption = None,
+) -> None:
+    """Apply (up) or roll back (down) the database migrations."""
+    from spine.adapters.sql import migrate as migrations
+
+    settings = _settings(data_dir)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    url = settings.resolved_database_url()
+    if direction == "up":
+        migrations.upgrade(url, revision or "head")
+    elif direction == "down":
+        migrations.downgrade(url, revision or "base")
+    else:
+        fail("direction must be 'up' or 'down'")
+    console.print(f"database at revision {migrations.current(url) or 'base'}")
+
+
+# -- client side ----------------------------------------------------------------------
+
+
+class Client:
+    def __init__(self, url: str, token: str | None) -> None:
+        if not token:
+            fail("no token: set SPINE_TOKEN or pass --token (see `spine token create`)")
+        self.url = url.rstrip("/")
+        self.http = httpx.Client(
+            base_url=self.url, headers={"Authorization": f"Bearer {token}"}, timeout=60.0
+        )
+
+    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            response = self.http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            fail(f"cannot reach {self.url} ({type(exc).__name__}); is `spine serve` running?")
+        if response.status_code >= 400:
+            fail(_describe_error(response))
+        return response.json() if response.content else None
+
+
+def _describe_error(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return f"HTTP {response.status_code}"
+    return f"{response.status_code} {body.get('type', 'error')}: {body.get('detail', '')}".strip()
+
+
+def _iter_files(paths: list[Path]) -> Iterator[Path]:
+    for path in paths:
+        if path.is_dir():
+            for child in sorted(path.rglob("*")):
+                parts = child.relative_to(path).parts
+                if child.is_file() and not any(part.startswith(".") for part in parts):
+                    yield child
+        elif path.is_file():
+            yield path
+        else:
+            fail(f"no such file or folder: {path}")
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+    )
+
+
+@app.command()
+def ingest(
+    paths: Annotated[list[Path], typer.Argument(help="Files and folders to upload.")],
+    wait: Annotated[bool, typer.Option(help="Wait until every job ends.")] = False,
+    url: UrlOption = "http://127.0.0.1:8000",
+    token: TokenOption = None,
+) -> None:
+    """Upload files (folders recursively) and optionally wait for processing."""
+    client = Client(url, token)
+    files = list(_iter_files(paths))
+    if not files:
+        fail("nothing to upload")
+    jobs: dict[str, str] = {}
+    with _progress() as progress:
+        task = progress.add_task("Uploading", total=len(files))
+        for path in files:
+            content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+            with path.open("rb") as handle:
+                body = client.request(
+                    "POST", "/v1/documents", files={"file": (path.name, handle, content_type)}
+                )
+            jobs[body["job"]["id"]] = str(path)
+            progress.advance(task)
+    console.print(f"uploaded {len(files)} file(s)")
+    if not wait:
+        return
+    states = _wait_for(client, list(jobs))
+    _print_summary(states, jobs)
+    if any(state == "FAILED" for state, _ in states.values()):
+        raise typer.Exit(1)
+
+
+def _wait_for(client: Client, job_ids: list[str]) -> dict[str, tuple[str, str]]:
+    states: dict[str, tuple[str, str]] = {}
+    pending = list(job_ids)
+    with _progress() as progress:
+        task = progress.add_task("Processing", total=len(job_ids))
+        while pending:
+            still: list[str] = []
+            for job_id in pending:
+                job = client.request("GET", f"/v1/jobs/{job_id}")
+                error = job.get("error") or {}
+                states[job_id] = (job["state"], error.get("message", ""))
+                if job["state"] in TERMINAL_STATES:
+                    progress.advance(task)
+                else:
+                    still.append(job_id)
+            pending = still
+            if pending:
+                time.sleep(0.5)
+    return states
+
+
+def _print_summary(states: dict[str, tuple[str, str]], names: dict[str, str]) -> None:
+    counts = Counter(state for state, _ in states.values())
+    table = Table(title="Jobs by state")
+    table.add_column("state")
+    table.add_column("count", justify="right")
+    for state, count in sorted(counts.items()):
+        table.add_row(state, str(count))
+    console.print(table)
+    for job_id, (state, message) in states.items():
+        if state == "FAILED":
+            console.print(f"[red]FAILED[/red] {names[job_id]}: {message}", highlight=False)
+
+
+@app.command()
+def search(
+    query: Annotated[str, typer.Argument(help="What to look for.")],
+    k: Annotated[int, typer.Option(help="Number of results.")] = 10,
+    mode: Annotated[str, typer.Option(help="hybrid, keyword or semantic.")] = "hybrid",
+    url: UrlOption = "http://127.0.0.1:8000",
+    token: TokenOption = None,
+) -> None:
+    """Search the tenant's documents."""
+    client = Client(url, token)
+    body = client.request("GET", "/v1/search", params={"q": query, "k": k, "mode": mode})
+    table = Table(title=f"{len(body['results'])} result(s) in {body['took_ms']} ms ({mode})")
+    table.add_column("#", justify="right")
+    table.add_column("score", justify="right")
+    table.add_column("title")
+    table.add_column("snippet")
+    for rank, hit in enumerate(body["results"], start=1):
+        snippet = hit["snippet"].replace("<mark>", "[bold yellow]").replace("</mark>", "[/]")
+        table.add_row(str(rank), f"{hit['score']:.4f}", hit["title"], snippet)
+    console.print(table)
+
+
+@app.command()
+def jobs(
+    state: Annotated[str | None, typer.Option(help="Only jobs in this state.")] = None,
+    limit: Annotated[int, typer.Option(help="How many.")] = 50,
+    url: UrlOption = "http://127.0.0.1:8000",
+    token: TokenOption = None,
+) -> None:
+    """List the tenant's jobs, newest first."""
+    client = Client(url, token)
+    params: dict[str, Any] = {"limit": limit}
+    if state:
+        params["state"] = state.upper()
+    body = client.request("GET", "/v1/jobs", params=params)
+    table = Table(title="Jobs")
+    for column in ("id", "document", "state", "attempts", "error"):
+        table.add_column(column)
+    for job in body["items"]:
+        error = job.get("error") or {}
+        table.add_row(
+            job["id"],
+            job["document_id"],
+            job["state"],
+            f"{job['attempts']}/{job['max_attempts']}",
+            error.get("message", ""),
+        )
+    console.print(table)
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)

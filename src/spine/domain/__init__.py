@@ -1,0 +1,1 @@
+"""Entities and rules of Spine. Nothing in here does I/O."""

@@ -1,0 +1,1 @@
+"""Alembic migrations: the one history of Spine's schema, for every database."""

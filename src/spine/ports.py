@@ -1,0 +1,142 @@
+"""The small interfaces the service layer talks to. Adapters implement them.
+
+Every repository call takes the tenant as its first argument: there is no way to read or
+write a tenant's rows without naming the tenant. The one exception is the queue's claim
+and lease reaping, which serve all tenants by design; the claimed job then carries its
+tenant into every later call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import BinaryIO, Protocol
+
+from spine.domain.documents import Chunk, Document
+from spine.domain.jobs import Job, JobError, JobState, RetryDecision, RetryPolicy
+from spine.domain.search import Candidate
+
+
+@dataclass(frozen=True)
+class StoredBlob:
+    sha256: str
+    size_bytes: int
+
+
+class BlobStore(Protocol):
+    """Content-addressed bytes, namespaced per tenant."""
+
+    def put(self, tenant_id: str, stream: BinaryIO) -> StoredBlob: ...
+
+    def get(self, tenant_id: str, sha256: str) -> bytes: ...
+
+    def delete(self, tenant_id: str, sha256: str) -> None: ...
+
+    def ping(self) -> None: ...
+
+
+class Embedder(Protocol):
+    model_id: str
+    dimension: int
+
+    def embed(self, texts: Sequence[str]) -> list[list[float]]: ...
+
+
+class DocumentRepository(Protocol):
+    def add(self, tenant_id: str, document: Document) -> None: ...
+
+    def get(self, tenant_id: str, document_id: str) -> Document: ...
+
+    def list(self, tenant_id: str, *, limit: int, after: str | None) -> list[Document]: ...
+
+    def delete(self, tenant_id: str, document_id: str) -> Document: ...
+
+    def count_with_sha256(self, tenant_id: str, sha256: str) -> int: ...
+
+    def set_latest_job(self, tenant_id: str, document_id: str, job_id: str) -> None: ...
+
+    def mark_processed(
+        self, tenant_id: str, document_id: str, *, chunk_count: int, title: str, now: datetime
+    ) -> None: ...
+
+
+class JobRepository(Protocol):
+    def enqueue(self, tenant_id: str, job: Job) -> None: ...
+
+    def get(self, tenant_id: str, job_id: str) -> Job: ...
+
+    def list(
+        self, tenant_id: str, *, state: JobState | None, limit: int, after: str | None
+    ) -> list[Job]: ...
+
+    def claim(self, *, worker_id: str, now: datetime, lease_seconds: float) -> Job | None: ...
+
+    def reap_expired(self, *, now: datetime, policy: RetryPolicy) -> int: ...
+
+    def heartbeat(
+        self, tenant_id: str, job_id: str, *, lease_token: str, now: datetime, lease_seconds: float
+    ) -> None: ...
+
+    def succeed(self, tenant_id: str, job_id: str, *, lease_token: str, now: datetime) -> None: ...
+
+    def fail(
+        self,
+        tenant_id: str,
+        job_id: str,
+        *,
+        lease_token: str,
+        decision: RetryDecision,
+        error: JobError,
+        now: datetime,
+    ) -> None: ...
+
+    def delete_for_document(self, tenant_id: str, document_id: str) -> None: ...
+
+
+class SearchIndex(Protocol):
+    """Full-text and vector entries of chunks; keys are the index's own integer row keys."""
+
+    def replace(
+        self, tenant_id: str, document_id: str, title: str, chunks: Sequence[Chunk]
+    ) -> None: ...
+
+    def delete_document(self, tenant_id: str, document_id: str) -> None: ...
+
+    def keyword(self, tenant_id: str, query: str, limit: int) -> list[Candidate]: ...
+
+    def semantic(self, tenant_id: str, vector: Sequence[float], limit: int) -> list[Candidate]: ...
+
+    def describe(self, tenant_id: str, keys: Sequence[int], query: str) -> dict[int, HitInfo]: ...
+
+
+@dataclass(frozen=True)
+class HitInfo:
+    document_id: str
+    chunk_id: str
+    title: str
+    snippet: str
+
+
+class UnitOfWork(Protocol):
+    """Repositories sharing one transaction: committed on a clean exit, rolled back else."""
+
+    @property
+    def documents(self) -> DocumentRepository: ...
+
+    @property
+    def jobs(self) -> JobRepository: ...
+
+    @property
+    def index(self) -> SearchIndex: ...
+
+
+class Database(Protocol):
+    def write(self) -> AbstractContextManager[UnitOfWork]: ...
+
+    def read(self) -> AbstractContextManager[UnitOfWork]: ...
+
+    def ping(self) -> None: ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,1 @@
+"""Workers: claim jobs from the database queue and run them."""

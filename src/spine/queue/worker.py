@@ -1,0 +1,142 @@
+"""Worker threads: claim, heartbeat, run, finish; stop cleanly on shutdown.
+
+A worker holds a lease on its job and renews it from a heartbeat thread every third of
+the lease. If the process dies, renewals stop, the lease runs out, and the next claim by
+any worker reaps the job back into RETRYING: no job is lost, and because every write of
+the dead worker's attempt is guarded by its lease token, none is applied twice.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+
+import structlog
+
+from spine.domain.jobs import Job
+from spine.errors import LeaseLost
+from spine.service import processing
+from spine.service.container import Services
+
+log = structlog.get_logger("spine.worker")
+
+
+def claim_next(services: Services, worker_id: str) -> Job | None:
+    """Reap expired leases, then claim one runnable job, in one write transaction."""
+    now = services.clock()
+    with services.db.write() as uow:
+        uow.jobs.reap_expired(now=now, policy=services.retry)
+        return uow.jobs.claim(
+            worker_id=worker_id, now=now, lease_seconds=services.settings.job_lease_seconds
+        )
+
+
+@dataclass
+class Worker:
+    services: Services
+    worker_id: str
+    stop: threading.Event
+    current: Job | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def run(self) -> None:
+        log.info("worker.started", worker_id=self.worker_id)
+        poll = self.services.settings.job_poll_seconds
+        while not self.stop.is_set():
+            try:
+                job = claim_next(self.services, self.worker_id)
+            except Exception:
+                log.exception("worker.claim_failed", worker_id=self.worker_id)
+                self.stop.wait(poll)
+                continue
+            if job is None:
+                self.stop.wait(poll)
+                continue
+            self._run_one(job)
+        log.info("worker.stopped", worker_id=self.worker_id)
+
+    def _run_one(self, job: Job) -> None:
+        with self._lock:
+            self.current = job
+        done = threading.Event()
+        beat = threading.Thread(
+            target=self._heartbeat,
+            args=(job, done),
+            name=f"{self.worker_id}-heartbeat",
+            daemon=True,
+        )
+        beat.start()
+        try:
+            state = processing.process(self.services, job)
+            log.info("job.finished", job_id=job.id, state=state.value if state else None)
+        finally:
+            done.set()
+            beat.join()
+            with self._lock:
+                self.current = None
+
+    def _heartbeat(self, job: Job, done: threading.Event) -> None:
+        interval = self.services.settings.job_lease_seconds / 3
+        while not done.wait(interval):
+            try:
+                with self.services.db.write() as uow:
+                    uow.jobs.heartbeat(
+                        job.tenant_id,
+                        job.id,
+                        lease_token=job.lease_token or "",
+                        now=self.services.clock(),
+                        lease_seconds=self.services.settings.job_lease_seconds,
+                    )
+            except LeaseLost:
+                log.warning("job.lease_lost", job_id=job.id)
+                return
+            except Exception:
+                log.exception("worker.heartbeat_failed", job_id=job.id)
+
+    def release_current(self) -> None:
+        with self._lock:
+            job = self.current
+        if job is not None:
+            processing.release(self.services, job)
+            log.info("job.released", job_id=job.id, worker_id=self.worker_id)
+
+
+class WorkerPool:
+    """N worker threads in this process. ``stop`` lets running jobs finish within the
+    grace period, then hands any still running back to the queue."""
+
+    def __init__(self, services: Services, count: int) -> None:
+        self.services = services
+        self._stop = threading.Event()
+        prefix = f"{socket.gethostname()}-{os.getpid()}"
+        self.workers = [
+            Worker(services, f"{prefix}-w{index}", self._stop) for index in range(count)
+        ]
+        self._threads: list[threading.Thread] = []
+
+    def start(self) -> None:
+        for worker in self.workers:
+            thread = threading.Thread(target=worker.run, name=worker.worker_id, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self, grace_seconds: float | None = None) -> None:
+        grace = (
+            self.services.settings.shutdown_grace_seconds
+            if grace_seconds is None
+            else grace_seconds
+        )
+        self._stop.set()
+        deadline = time.monotonic() + grace
+        for thread in self._threads:
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
+        for worker, thread in zip(self.workers, self._threads, strict=True):
+            if thread.is_alive():
+                worker.release_current()
+        self._threads.clear()
+
+    def wait(self) -> None:
+        self._stop.wait()

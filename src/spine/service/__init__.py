@@ -1,0 +1,1 @@
+"""Use cases: what Spine does, written against the ports only."""

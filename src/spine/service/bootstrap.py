@@ -1,0 +1,45 @@
+"""The composition root: the one place that turns settings into concrete adapters."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import urlparse
+
+from spine.adapters.blob.local import LocalBlobStore
+from spine.adapters.sql import migrate
+from spine.adapters.sqlite.database import SqliteDatabase
+from spine.domain.jobs import RetryPolicy
+from spine.ports import BlobStore, Database, Embedder
+from spine.service.container import Services
+from spine.settings import Settings
+
+
+def open_database(url: str) -> Database:
+    if url.startswith("sqlite"):
+        migrate.upgrade(url)
+        return SqliteDatabase(url)
+    raise ValueError(f"unsupported database URL scheme: {url.split(':', 1)[0]}")
+
+
+def open_blob_store(url: str) -> BlobStore:
+    parsed = urlparse(url)
+    if parsed.scheme == "file":
+        return LocalBlobStore(Path(parsed.path))
+    raise ValueError(f"unsupported blob store URL scheme: {parsed.scheme}")
+
+
+def open_embedder(settings: Settings) -> Embedder:
+    from spine.adapters.embedders.minilm_onnx import MiniLMOnnxEmbedder
+
+    return MiniLMOnnxEmbedder(batch_size=settings.embed_batch_size, threads=settings.embed_threads)
+
+
+def bootstrap(settings: Settings, *, embedder: Embedder | None = None) -> Services:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    return Services(
+        settings=settings,
+        db=open_database(settings.resolved_database_url()),
+        blobs=open_blob_store(settings.resolved_blob_url()),
+        embedder=embedder or open_embedder(settings),
+        retry=RetryPolicy(settings.retry_base_seconds, settings.retry_max_seconds),
+    )

@@ -1,0 +1,123 @@
+"""Processing one claimed job: extract -> chunk -> embed -> index, then finish the job.
+
+The index replacement, the document's new chunk count and the job's SUCCEEDED state are
+one transaction guarded by the job's lease token: a retry replaces what an earlier
+attempt wrote instead of adding to it, and a worker that lost its lease commits nothing.
+"""
+
+from __future__ import annotations
+
+import structlog
+
+from spine.domain.documents import Chunk, new_id
+from spine.domain.jobs import Job, JobError, JobState, RetryDecision
+from spine.errors import LeaseLost, NotFound, PipelineError
+from spine.pipeline.chunk import chunk_text
+from spine.pipeline.extract import extract
+from spine.service.container import Services
+from spine.service.documents import default_title
+
+log = structlog.get_logger("spine.processing")
+
+
+def run_pipeline(services: Services, job: Job) -> None:
+    """Run the steps for ``job`` and commit the result under its lease. Raises on failure."""
+    settings = services.settings
+    tenant_id = job.tenant_id
+    if job.lease_token is None:
+        raise LeaseLost(f"job {job.id} has no lease")
+    with services.db.read() as uow:
+        document = uow.documents.get(tenant_id, job.document_id)
+    data = services.blobs.get(tenant_id, document.sha256)
+    extracted = extract(data, document.content_type)
+    spans = chunk_text(
+        extracted.text,
+        target_tokens=settings.chunk_target_tokens,
+        max_tokens=settings.chunk_max_tokens,
+        overlap_tokens=settings.chunk_overlap_tokens,
+    )
+    vectors = services.embedder.embed([span.text for span in spans])
+    chunks = [
+        Chunk(new_id("chk"), document.id, ordinal, span.text, span.start, span.end, vector)
+        for ordinal, (span, vector) in enumerate(zip(spans, vectors, strict=True))
+    ]
+    # A title the uploader did not choose (the file name) yields to the document's own.
+    title = document.title
+    if extracted.title and title == default_title(document.filename):
+        title = extracted.title.strip()[:500] or title
+    with services.db.write() as uow:
+        uow.index.replace(tenant_id, document.id, title, chunks)
+        uow.documents.mark_processed(
+            tenant_id, document.id, chunk_count=len(chunks), title=title, now=services.clock()
+        )
+        uow.jobs.succeed(tenant_id, job.id, lease_token=job.lease_token, now=services.clock())
+
+
+def process(services: Services, job: Job) -> JobState | None:
+    """Run ``job`` and record the outcome. Returns the job's new state, or None if the
+    lease was lost (another worker owns the job now; nothing was written)."""
+    bound = log.bind(job_id=job.id, tenant=job.tenant_id, attempt=job.attempts)
+    try:
+        run_pipeline(services, job)
+    except LeaseLost:
+        bound.warning("job.lease_lost")
+        return None
+    except NotFound as exc:
+        # The document was deleted while queued: its job row went with it.
+        bound.info("job.document_gone", reason=exc.message)
+        return None
+    except PipelineError as exc:
+        return _record_failure(services, job, JobError(exc.type, exc.message), exc.transient)
+    except Exception as exc:
+        # An error nobody classified: retry it (bounded by max_attempts), never crash.
+        bound.exception("job.unexpected_error")
+        return _record_failure(
+            services, job, JobError("internal-error", type(exc).__name__), transient=True
+        )
+    bound.info("job.succeeded")
+    return JobState.SUCCEEDED
+
+
+def _record_failure(
+    services: Services, job: Job, error: JobError, transient: bool
+) -> JobState | None:
+    now = services.clock()
+    decision = services.retry.decide(
+        attempts=job.attempts, max_attempts=job.max_attempts, transient=transient, now=now
+    )
+    return _apply(services, job, decision, error)
+
+
+def release(services: Services, job: Job) -> JobState | None:
+    """Give a running job back to the queue at once (worker shutting down)."""
+    now = services.clock()
+    decision = RetryDecision(JobState.RETRYING, now, "released at shutdown")
+    return _apply(services, job, decision, JobError("released", "the worker shut down"))
+
+
+def _apply(
+    services: Services, job: Job, decision: RetryDecision, error: JobError
+) -> JobState | None:
+    if job.lease_token is None:
+        return None
+    try:
+        with services.db.write() as uow:
+            uow.jobs.fail(
+                job.tenant_id,
+                job.id,
+                lease_token=job.lease_token,
+                decision=decision,
+                error=error,
+                now=services.clock(),
+            )
+    except LeaseLost:
+        log.warning("job.lease_lost", job_id=job.id, tenant=job.tenant_id)
+        return None
+    log.info(
+        "job.failed_attempt",
+        job_id=job.id,
+        tenant=job.tenant_id,
+        error_type=error.type,
+        next_state=decision.state.value,
+    )
+    return decision.state

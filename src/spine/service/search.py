@@ -1,0 +1,61 @@
+"""Search: keyword (BM25), semantic (vector KNN) or both fused by reciprocal rank."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from spine.domain.search import Candidate, SearchHit, SearchMode, reciprocal_rank_fusion
+from spine.errors import InvalidRequest
+from spine.service.container import Services
+
+MAX_QUERY_CHARS = 1000
+MAX_K = 100
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    query: str
+    mode: SearchMode
+    took_ms: float
+    hits: list[SearchHit]
+
+
+def search(
+    services: Services, tenant_id: str, query: str, *, mode: SearchMode, k: int
+) -> SearchResult:
+    started = time.perf_counter()
+    query = query.strip()
+    if not query:
+        raise InvalidRequest("q must not be empty")
+    if len(query) > MAX_QUERY_CHARS:
+        raise InvalidRequest(f"q is longer than {MAX_QUERY_CHARS} characters")
+    if not 1 <= k <= MAX_K:
+        raise InvalidRequest(f"k must be between 1 and {MAX_K}")
+    pool = max(k, services.settings.search_candidates)
+    # Embed before opening the read transaction: the model is the slow part.
+    vector = services.embedder.embed([query])[0] if mode is not SearchMode.KEYWORD else None
+    with services.db.read() as uow:
+        legs: list[list[Candidate]] = []
+        if mode is not SearchMode.SEMANTIC:
+            legs.append(uow.index.keyword(tenant_id, query, pool))
+        if vector is not None:
+            legs.append(uow.index.semantic(tenant_id, vector, pool))
+        if mode is SearchMode.HYBRID:
+            ranked = reciprocal_rank_fusion(legs, k=services.settings.rrf_k, limit=k)
+        else:
+            ranked = legs[0][:k]
+        infos = uow.index.describe(tenant_id, [c.chunk_key for c in ranked], query)
+    hits = [
+        SearchHit(
+            document_id=info.document_id,
+            chunk_id=info.chunk_id,
+            title=info.title,
+            score=cand.score,
+            snippet=info.snippet,
+        )
+        for cand in ranked
+        if (info := infos.get(cand.chunk_key)) is not None
+    ]
+    took_ms = (time.perf_counter() - started) * 1000
+    return SearchResult(query=query, mode=mode, took_ms=round(took_ms, 2), hits=hits)

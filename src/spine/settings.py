@@ -1,0 +1,61 @@
+"""All configuration, in one place: every field is a ``SPINE_*`` environment variable."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Spine's settings. Defaults run the embedded mode: SQLite + a folder of blobs."""
+
+    model_config = SettingsConfigDict(env_prefix="SPINE_", extra="ignore")
+
+    data_dir: Path = Field(
+        Path(".spine-data"),
+        description="Folder of the embedded default: database, blobs and generated secrets.",
+    )
+    database_url: str | None = Field(
+        None, description="SQLAlchemy URL; default sqlite:///<data_dir>/spine.db."
+    )
+    blob_url: str | None = Field(
+        None, description="Blob store URL; default file://<data_dir>/blobs."
+    )
+    jwt_secret: str | None = Field(
+        None,
+        description="HS256 secret; when unset one is generated once into <data_dir>/jwt-secret.",
+    )
+    jwt_issuer: str = Field("spine", description="The iss claim of tokens Spine makes and expects.")
+    max_upload_bytes: int = Field(
+        25 * 1024 * 1024, gt=0, description="Largest accepted upload, enforced while it streams."
+    )
+    workers: int = Field(1, ge=0, description="Worker threads inside `spine serve`.")
+    job_max_attempts: int = Field(5, ge=1, description="Attempts before a job is dead-lettered.")
+    job_lease_seconds: float = Field(
+        30.0, gt=0, description="A claim's lease; a heartbeat renews it at a third of this."
+    )
+    job_poll_seconds: float = Field(0.5, gt=0, description="Idle worker's wait between claims.")
+    retry_base_seconds: float = Field(2.0, gt=0, description="First retry's backoff ceiling.")
+    retry_max_seconds: float = Field(300.0, gt=0, description="Largest backoff ceiling.")
+    shutdown_grace_seconds: float = Field(
+        20.0, ge=0, description="On SIGTERM, time a running job gets to finish before release."
+    )
+    embed_batch_size: int = Field(32, gt=0, description="Chunks per model call.")
+    embed_threads: int = Field(0, ge=0, description="onnxruntime intra-op threads; 0 = auto.")
+    chunk_target_tokens: int = Field(256, gt=0, description="Chunk size the chunker aims for.")
+    chunk_max_tokens: int = Field(320, gt=0, description="Hard upper bound of a chunk.")
+    chunk_overlap_tokens: int = Field(32, ge=0, description="Tokens repeated between chunks.")
+    search_candidates: int = Field(50, gt=0, description="Candidates taken from each search leg.")
+    rrf_k: int = Field(60, gt=0, description="Reciprocal rank fusion constant.")
+
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'spine.db').resolve()}"
+
+    def resolved_blob_url(self) -> str:
+        if self.blob_url:
+            return self.blob_url
+        return f"file://{(self.data_dir / 'blobs').resolve()}"

@@ -1,0 +1,64 @@
+"""Fixtures shared by every test: settings on a temporary folder, the real model, the app."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from starlette.testclient import TestClient
+
+from spine.adapters.embedders.minilm_onnx import MiniLMOnnxEmbedder
+from spine.api.app import create_app
+from spine.domain.auth import Role
+from spine.service.bootstrap import bootstrap
+from spine.service.container import Services
+from spine.settings import Settings
+from support.api import bearer
+
+TEST_SECRET = "test-secret-" + "x" * 40
+
+
+@pytest.fixture(scope="session")
+def embedder() -> MiniLMOnnxEmbedder:
+    """The real model, loaded once for the whole run."""
+    return MiniLMOnnxEmbedder(batch_size=32)
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(
+        data_dir=tmp_path / "data",
+        jwt_secret=TEST_SECRET,
+        workers=1,
+        job_poll_seconds=0.05,
+        job_lease_seconds=10,
+        retry_base_seconds=0.1,
+        shutdown_grace_seconds=5,
+    )
+
+
+@pytest.fixture
+def services(settings: Settings, embedder: MiniLMOnnxEmbedder) -> Iterator[Services]:
+    built = bootstrap(settings, embedder=embedder)
+    yield built
+    built.close()
+
+
+@pytest.fixture
+def client(services: Services) -> Iterator[TestClient]:
+    with TestClient(create_app(services=services), raise_server_exceptions=False) as test_client:
+        yield test_client
+
+
+AuthFactory = Callable[..., dict[str, str]]
+
+
+@pytest.fixture
+def auth(settings: Settings) -> AuthFactory:
+    """``auth("tenant-a", Role.READER)`` -> an Authorization header."""
+
+    def make(tenant: str = "acme", role: Role = Role.WRITER) -> dict[str, str]:
+        return bearer(settings, TEST_SECRET, tenant, role)
+
+    return make

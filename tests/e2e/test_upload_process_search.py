@@ -1,0 +1,110 @@
+"""Upload -> process -> search, end to end, through HTTP with the real model."""
+
+from __future__ import annotations
+
+import pytest
+from starlette.testclient import TestClient
+
+from conftest import AuthFactory
+from support.api import wait_for_job
+from support.documents import make_docx, make_html, make_markdown, make_pdf
+
+FILLER = (
+    "Spine keeps documents of many kinds and finds them again when people ask.\n\n"
+    "This paragraph is here so that every document has some ordinary text around the "
+    "phrase that identifies it, as real documents do."
+)
+
+CASES = {
+    "pdf": ("report.pdf", "application/pdf", make_pdf, "quarterly heliotrope turbine audit"),
+    "docx": (
+        "memo.docx",
+        "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+        make_docx,
+        "marzipan lighthouse procurement schedule",
+    ),
+    "html": ("page.html", "text/html", make_html, "tangerine observatory visiting hours"),
+    "md": ("notes.md", "text/markdown", make_markdown, "walrus choir rehearsal minutes"),
+    "txt": (
+        "plain.txt",
+        "text/plain",
+        lambda text: text.encode(),
+        "cobalt bicycle repair manifesto",
+    ),
+}
+
+
+@pytest.fixture
+def corpus(client: TestClient, auth: AuthFactory) -> dict[str, str]:
+    """Uploads one document of each type for tenant "acme"; returns kind -> document id."""
+    headers = auth("acme")
+    ids: dict[str, str] = {}
+    jobs: dict[str, str] = {}
+    for kind, (name, content_type, make, phrase) in CASES.items():
+        data = make(f"{FILLER}\n\nThe {phrase} is in this {kind} file.")
+        response = client.post(
+            "/v1/documents", headers=headers, files={"file": (name, data, content_type)}
+        )
+        assert response.status_code == 202, response.text
+        ids[kind] = response.json()["document"]["id"]
+        jobs[kind] = response.json()["job"]["id"]
+    for kind, job_id in jobs.items():
+        job = wait_for_job(client, job_id, headers)
+        assert job["state"] == "SUCCEEDED", (kind, job)
+    return ids
+
+
+@pytest.mark.parametrize("mode", ["hybrid", "keyword", "semantic"])
+@pytest.mark.parametrize("kind", list(CASES))
+def test_each_format_is_first_hit_for_its_phrase(
+    client: TestClient, auth: AuthFactory, corpus: dict[str, str], kind: str, mode: str
+) -> None:
+    phrase = CASES[kind][3]
+    body = client.get(
+        "/v1/search", headers=auth("acme"), params={"q": phrase, "mode": mode, "k": 5}
+    ).json()
+    assert body["mode"] == mode
+    assert body["query"] == phrase
+    assert body["results"], body
+    first = body["results"][0]
+    assert first["document_id"] == corpus[kind]
+    assert {"chunk_id", "title", "score", "snippet"} <= first.keys()
+    if mode != "semantic":
+        assert "<mark>" in first["snippet"]
+
+
+def test_detected_types_and_titles(
+    client: TestClient, auth: AuthFactory, corpus: dict[str, str]
+) -> None:
+    headers = auth("acme")
+    docs = {
+        kind: client.get(f"/v1/documents/{i}", headers=headers).json() for kind, i in corpus.items()
+    }
+    assert docs["pdf"]["content_type"] == "application/pdf"
+    assert docs["docx"]["content_type"].endswith("wordprocessingml.document")
+    assert docs["html"]["content_type"] == "text/html"
+    assert docs["md"]["content_type"] == "text/markdown"
+    assert docs["txt"]["content_type"] == "text/plain"
+    assert docs["html"]["title"] == "A test page"
+    assert docs["pdf"]["title"] == "A test PDF"
+    assert all(doc["chunk_count"] >= 1 for doc in docs.values())
+
+
+def test_script_and_style_never_reach_the_index(
+    client: TestClient, auth: AuthFactory, corpus: dict[str, str]
+) -> None:
+    body = client.get(
+        "/v1/search", headers=auth("acme"), params={"q": "secretScript", "mode": "keyword"}
+    ).json()
+    assert body["results"] == []
+
+
+@pytest.mark.parametrize("mode", ["hybrid", "keyword", "semantic"])
+def test_another_tenant_finds_nothing(
+    client: TestClient, auth: AuthFactory, corpus: dict[str, str], mode: str
+) -> None:
+    for phrase in (case[3] for case in CASES.values()):
+        body = client.get(
+            "/v1/search", headers=auth("intruder"), params={"q": phrase, "mode": mode}
+        ).json()
+        assert body["results"] == []

@@ -1,0 +1,1 @@
+"""Helpers shared by the tests: document makers and API helpers."""
