@@ -1,0 +1,116 @@
+"""The ``spine`` command, run as a user runs it: a real process against a real server."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import jwt
+import pytest
+
+from conftest import TEST_SECRET
+from support.documents import make_pdf
+from support.server import SPINE, SpineProcess, process_env
+
+pytestmark = pytest.mark.slow
+
+
+def spine(*args: str, env: dict[str, str], check: bool = True) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        [*SPINE, *args], env=env, capture_output=True, text=True, timeout=300, check=False
+    )
+    if check:
+        assert result.returncode == 0, result.stdout + result.stderr
+    return result
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict[str, str]]]:
+    root = tmp_path_factory.mktemp("cli")
+    data_dir = root / "data"
+    env = process_env(data_dir, TEST_SECRET)
+    process, url = SpineProcess.serve(data_dir, env, workers=1)
+    yield url, env | {"SPINE_URL": url}
+    process.stop()
+
+
+def token(env: dict[str, str], tenant: str, role: str = "writer") -> str:
+    return spine("token", "create", "--tenant", tenant, "--role", role, env=env).stdout.strip()
+
+
+def test_token_create_prints_only_a_token_with_the_claims(
+    server: tuple[str, dict[str, str]],
+) -> None:
+    _, env = server
+    result = spine("token", "create", "--tenant", "t1", "--role", "reader", "--ttl", "60", env=env)
+    lines = result.stdout.splitlines()
+    assert len(lines) == 1
+    claims = jwt.decode(lines[0], TEST_SECRET, algorithms=["HS256"], issuer="spine")
+    assert (claims["tenant"], claims["role"]) == ("t1", "reader")
+    assert claims["exp"] - claims["iat"] == 60
+
+
+def test_token_secret_is_generated_once_with_mode_0600(tmp_path: Path) -> None:
+    env = process_env(tmp_path / "d", "") | {"SPINE_JWT_SECRET": ""}
+    first = spine("token", "create", "--tenant", "t", "--data-dir", str(tmp_path / "d"), env=env)
+    secret_file = tmp_path / "d" / "jwt-secret"
+    assert secret_file.stat().st_mode & 0o777 == 0o600
+    secret = secret_file.read_text().strip()
+    jwt.decode(first.stdout.strip(), secret, algorithms=["HS256"], issuer="spine")
+    spine("token", "create", "--tenant", "t", "--data-dir", str(tmp_path / "d"), env=env)
+    assert secret_file.read_text().strip() == secret
+
+
+def test_ingest_wait_then_search_and_jobs(
+    server: tuple[str, dict[str, str]], tmp_path: Path
+) -> None:
+    _, env = server
+    env = env | {"SPINE_TOKEN": token(env, "cli-tenant")}
+    folder = tmp_path / "docs"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "a.txt").write_text("Aardvarks enjoy the persimmon orchard at sunrise.")
+    (folder / "sub" / "b.md").write_text("# Notes\n\nThe velvet submarine surfaced at noon.")
+    (folder / "c.pdf").write_bytes(make_pdf("Copper kettles whistle in the granary."))
+    (folder / ".hidden").write_text("never uploaded")
+
+    result = spine("ingest", str(folder), "--wait", env=env)
+    assert "uploaded 3 file(s)" in result.stdout
+    assert re.search(r"SUCCEEDED\s*│\s*3\s*│", result.stdout), result.stdout
+
+    found = spine("search", "velvet submarine", "--mode", "keyword", env=env).stdout
+    assert "velvet" in found
+    assert "1 result(s)" in found
+
+    listed = spine("jobs", "--state", "succeeded", env=env).stdout
+    assert listed.count("SUCCEEDED") == 3
+
+
+def test_client_errors_are_one_readable_line(server: tuple[str, dict[str, str]]) -> None:
+    _, env = server
+    no_token = spine("search", "x", env=env | {"SPINE_TOKEN": ""}, check=False)
+    assert no_token.returncode == 1
+    assert no_token.stderr.strip().startswith("spine: no token")
+    assert len(no_token.stderr.strip().splitlines()) == 1
+
+    bad = spine("search", "x", env=env | {"SPINE_TOKEN": "garbage"}, check=False)
+    assert bad.returncode == 1
+    assert "401 unauthenticated" in bad.stderr
+    assert "Traceback" not in bad.stderr
+
+    down = spine(
+        "search",
+        "x",
+        env=env | {"SPINE_TOKEN": "t", "SPINE_URL": "http://127.0.0.1:9"},
+        check=False,
+    )
+    assert down.returncode == 1
+    assert "cannot reach" in down.stderr
+
+
+def test_migrate_down_and_up(tmp_path: Path) -> None:
+    env = process_env(tmp_path / "m", TEST_SECRET)
+    assert "revision 0001" in spine("migrate", "up", env=env).stdout
+    assert "revision base" in spine("migrate", "down", env=env).stdout
+    assert "revision 0001" in spine("migrate", "up", env=env).stdout
