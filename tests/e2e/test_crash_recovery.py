@@ -156,3 +156,35 @@ def test_server_killed_during_ingest_loses_nothing_after_restart(
     log = restarted.log.read_text()
     assert "worker.stopped" in log
     assert "Application shutdown complete" in log
+
+
+def test_sigterm_releases_a_running_job_that_cannot_finish_in_the_grace_period(
+    tmp_path: Path, headers: dict[str, str], processes: list[SpineProcess]
+) -> None:
+    data_dir = tmp_path / "data"
+    env = process_env(data_dir, TEST_SECRET)
+    api, url = SpineProcess.serve(data_dir, env, workers=0)
+    processes.append(api)
+    accepted = upload_all(url, headers, [document(0, 60)])
+
+    impatient = SpineProcess(
+        ["worker"], env | {"SPINE_SHUTDOWN_GRACE_SECONDS": "0"}, tmp_path / "w1.log"
+    )
+    processes.append(impatient)
+    job_id = wait_until_running(url, headers)
+    assert impatient.terminate() == 0
+    released = httpx.get(f"{url}/v1/jobs/{job_id}", headers=headers).json()
+    assert released["state"] == "RETRYING"
+    assert released["error"]["type"] == "released"
+
+    processes.append(SpineProcess(["worker"], env, tmp_path / "w2.log"))
+    with httpx.Client(base_url=url, timeout=10) as client:
+        job = wait_for_job(client, accepted[0]["job"]["id"], headers)
+    assert job["state"] == "SUCCEEDED"
+    assert [e["to"] for e in job["events"]] == [
+        "PENDING",
+        "RUNNING",
+        "RETRYING",
+        "RUNNING",
+        "SUCCEEDED",
+    ]
