@@ -42,7 +42,9 @@ class Settings(BaseSettings):
     shutdown_grace_seconds: float = Field(
         20.0, ge=0, description="On SIGTERM, time a running job gets to finish before release."
     )
-    embed_batch_size: int = Field(32, gt=0, description="Chunks per model call.")
+    embed_batch_size: int = Field(
+        16, gt=0, description="Chunks per model call; 16 peaks at ~0.6 GB, 32 at ~1.1 GB."
+    )
     embed_threads: int = Field(0, ge=0, description="onnxruntime intra-op threads; 0 = auto.")
     chunk_target_tokens: int = Field(256, gt=0, description="Chunk size the chunker aims for.")
     chunk_max_tokens: int = Field(320, gt=0, description="Hard upper bound of a chunk.")
