@@ -7,6 +7,7 @@ Client commands read ``SPINE_URL`` and ``SPINE_TOKEN``; server commands read the
 from __future__ import annotations
 
 import mimetypes
+import os
 import signal
 import sys
 import threading
@@ -143,7 +144,12 @@ def worker(
     console.print(f"Spine worker: {concurrency} thread(s) on {settings.resolved_database_url()}")
     stopping.wait()
     console.print("Stopping: finishing or releasing running jobs...")
-    pool.stop()
+    if not pool.stop():
+        # A released job's thread is still inside the model. Interpreter teardown would
+        # free onnxruntime under it and abort; the release is committed, so leave now.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
     services.close()
 
 

@@ -123,7 +123,9 @@ class WorkerPool:
             thread.start()
             self._threads.append(thread)
 
-    def stop(self, grace_seconds: float | None = None) -> None:
+    def stop(self, grace_seconds: float | None = None) -> bool:
+        """Stop claiming; returns False when some thread was still running its job after
+        the grace period (that job has been released, but the thread is still busy)."""
         grace = (
             self.services.settings.shutdown_grace_seconds
             if grace_seconds is None
@@ -133,10 +135,13 @@ class WorkerPool:
         deadline = time.monotonic() + grace
         for thread in self._threads:
             thread.join(timeout=max(0.0, deadline - time.monotonic()))
+        stuck = False
         for worker, thread in zip(self.workers, self._threads, strict=True):
             if thread.is_alive():
+                stuck = True
                 worker.release_current()
         self._threads.clear()
+        return not stuck
 
     def wait(self) -> None:
         self._stop.wait()
