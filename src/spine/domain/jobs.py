@@ -110,7 +110,7 @@ class RetryPolicy:
     def ceiling(self, attempts: int) -> float:
         """Backoff ceiling after ``attempts`` attempts (1-based)."""
         exponent = max(0, attempts - 1)
-        return float(min(self.max_seconds, self.base_seconds * (2**exponent)))
+        return float(min(self.max_seconds, self.base_seconds * 2.0 ** min(exponent, 1023)))
 
     def decide(
         self,
