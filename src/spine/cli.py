@@ -31,6 +31,8 @@ from spine.settings import Settings
 app = typer.Typer(help="Spine: self-hostable multi-tenant document search.", no_args_is_help=True)
 token_app = typer.Typer(help="Make API tokens.", no_args_is_help=True)
 app.add_typer(token_app, name="token")
+bench_app = typer.Typer(help="Benchmarks: numbers you can rerun.", no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
 
 console = Console()
 err_console = Console(stderr=True)
@@ -353,6 +355,53 @@ def jobs(
             error.get("message", ""),
         )
     console.print(table)
+
+
+@bench_app.command("embed")
+def bench_embed(
+    chunks: Annotated[int, typer.Option(help="Chunks per run.", min=1)] = 200,
+    repeats: Annotated[
+        int, typer.Option(help="Timed runs; median and spread are shown.", min=1)
+    ] = 3,
+    batch_size: Annotated[int | None, typer.Option(help="Chunks per model call.")] = None,
+    corpus: Annotated[
+        Path | None, typer.Option(help="A BEIR corpus.jsonl; default: stdlib docstrings.")
+    ] = None,
+    out: Annotated[Path, typer.Option(help="Folder for the JSON result.")] = Path("bench/results"),
+) -> None:
+    """The embedder's chunks/s on realistic ~256-token chunks: ingestion's upper bound."""
+    from spine.bench import embed as bench
+    from spine.service.bootstrap import open_embedder
+
+    settings = _settings(None, embed_batch_size=batch_size)
+    texts = bench.beir_texts(corpus) if corpus else bench.stdlib_texts()
+    sample = bench.make_chunks(texts, chunks, settings.chunk_target_tokens)
+    if not sample:
+        fail("no text to make chunks from")
+    with _progress() as progress:
+        task = progress.add_task("Embedding", total=repeats)
+        result = bench.run(
+            lambda: open_embedder(settings),
+            sample,
+            batch_size=settings.embed_batch_size,
+            repeats=repeats,
+            on_run=lambda _index, _rate: progress.advance(task),
+        )
+    table = Table(title=f"{result.model_id}: {result.chunks} chunks x {repeats} runs")
+    for column in ("batch", "load s", "chunks/s median", "min", "max", "chars", "tokens"):
+        table.add_column(column, justify="right")
+    table.add_row(
+        str(result.batch_size),
+        f"{result.load_seconds:.2f}",
+        f"{result.chunks_per_second_median:.1f}",
+        f"{result.chunks_per_second_min:.1f}",
+        f"{result.chunks_per_second_max:.1f}",
+        f"{result.chars_median:.0f}",
+        f"{result.tokens_median:.0f}",
+    )
+    console.print(table)
+    console.print(", ".join(f"{k} {v}" for k, v in result.machine.items()))
+    console.print(f"wrote {bench.write(result, out)}")
 
 
 def main() -> None:
