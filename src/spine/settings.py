@@ -42,6 +42,17 @@ class Settings(BaseSettings):
     shutdown_grace_seconds: float = Field(
         20.0, ge=0, description="On SIGTERM, time a running job gets to finish before release."
     )
+    extract_timeout_seconds: float = Field(
+        60.0, gt=0, description="Wall-clock limit of one file's text extraction."
+    )
+    extract_memory_mb: int = Field(
+        1024, gt=0, description="Address-space limit of the extraction child process."
+    )
+    max_uncompressed_bytes: int = Field(
+        200 * 1024 * 1024,
+        gt=0,
+        description="Largest total uncompressed size of a .docx (zip bomb guard).",
+    )
     embed_batch_size: int = Field(
         16, gt=0, description="Chunks per model call; 16 peaks at ~0.6 GB, 32 at ~1.1 GB."
     )
