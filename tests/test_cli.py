@@ -111,6 +111,25 @@ def test_client_errors_are_one_readable_line(server: tuple[str, dict[str, str]])
 
 def test_migrate_down_and_up(tmp_path: Path) -> None:
     env = process_env(tmp_path / "m", TEST_SECRET)
-    assert "revision 0001" in spine("migrate", "up", env=env).stdout
+    assert "revision 0002" in spine("migrate", "up", env=env).stdout
+    assert "revision 0001" in spine("migrate", "down", "--revision", "0001", env=env).stdout
     assert "revision base" in spine("migrate", "down", env=env).stdout
-    assert "revision 0001" in spine("migrate", "up", env=env).stdout
+    assert "revision 0002" in spine("migrate", "up", env=env).stdout
+
+
+def test_dlq_list_and_retry(server: tuple[str, dict[str, str]], tmp_path: Path) -> None:
+    _, env = server
+    env = env | {"SPINE_TOKEN": token(env, "dlq-tenant"), "COLUMNS": "250"}
+    bad = tmp_path / "bad.pdf"
+    bad.write_bytes(b"%PDF-1.4\n" + bytes(range(256)) * 8)
+    failed = spine("ingest", str(bad), "--wait", env=env, check=False)
+    assert failed.returncode == 1
+    assert "FAILED" in failed.stdout
+
+    listed = spine("dlq", "list", env=env).stdout
+    assert "Dead letters: 1" in listed
+    assert "extraction-failed" in listed
+
+    retried = spine("dlq", "retry", "--error-type", "extraction-failed", env=env).stdout
+    assert "retried 1 job(s)" in retried
+    assert spine("dlq", "retry", env=env, check=False).returncode == 1

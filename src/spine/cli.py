@@ -31,6 +31,8 @@ from spine.settings import Settings
 app = typer.Typer(help="Spine: self-hostable multi-tenant document search.", no_args_is_help=True)
 token_app = typer.Typer(help="Make API tokens.", no_args_is_help=True)
 app.add_typer(token_app, name="token")
+dlq_app = typer.Typer(help="The dead-letter queue: jobs that FAILED.", no_args_is_help=True)
+app.add_typer(dlq_app, name="dlq")
 bench_app = typer.Typer(help="Benchmarks: numbers you can rerun.", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
 
@@ -329,6 +331,22 @@ def search(
     console.print(table)
 
 
+def _print_jobs(items: list[dict[str, Any]], title: str) -> None:
+    table = Table(title=title)
+    for column in ("id", "document", "state", "attempts", "error"):
+        table.add_column(column)
+    for job in items:
+        error = job.get("error") or {}
+        table.add_row(
+            job["id"],
+            job["document_id"],
+            job["state"],
+            f"{job['attempts']}/{job['max_attempts']}",
+            f"{error.get('type', '')}: {error.get('message', '')}" if error else "",
+        )
+    console.print(table)
+
+
 @app.command()
 def jobs(
     state: Annotated[str | None, typer.Option(help="Only jobs in this state.")] = None,
@@ -341,20 +359,43 @@ def jobs(
     params: dict[str, Any] = {"limit": limit}
     if state:
         params["state"] = state.upper()
-    body = client.request("GET", "/v1/jobs", params=params)
-    table = Table(title="Jobs")
-    for column in ("id", "document", "state", "attempts", "error"):
-        table.add_column(column)
-    for job in body["items"]:
-        error = job.get("error") or {}
-        table.add_row(
-            job["id"],
-            job["document_id"],
-            job["state"],
-            f"{job['attempts']}/{job['max_attempts']}",
-            error.get("message", ""),
-        )
-    console.print(table)
+    _print_jobs(client.request("GET", "/v1/jobs", params=params)["items"], "Jobs")
+
+
+@dlq_app.command("list")
+def dlq_list(
+    limit: Annotated[int, typer.Option(help="How many.")] = 50,
+    url: UrlOption = "http://127.0.0.1:8000",
+    token: TokenOption = None,
+) -> None:
+    """Dead letters, newest first, with their errors."""
+    client = Client(url, token)
+    stats = client.request("GET", "/v1/jobs/stats")
+    body = client.request("GET", "/v1/jobs", params={"state": "FAILED", "limit": limit})
+    _print_jobs(body["items"], f"Dead letters: {stats['dlq_depth']}")
+
+
+@dlq_app.command("retry")
+def dlq_retry(
+    job_ids: Annotated[list[str] | None, typer.Argument(help="Jobs to retry.")] = None,
+    error_type: Annotated[
+        str | None, typer.Option(help="Retry every dead letter with this error.type.")
+    ] = None,
+    all_jobs: Annotated[bool, typer.Option("--all", help="Retry every dead letter.")] = False,
+    url: UrlOption = "http://127.0.0.1:8000",
+    token: TokenOption = None,
+) -> None:
+    """Take dead letters back to PENDING: named ones, one error type, or all."""
+    client = Client(url, token)
+    if job_ids:
+        for job_id in job_ids:
+            job = client.request("POST", f"/v1/jobs/{job_id}/retry")
+            console.print(f"{job['id']} -> {job['state']}")
+        return
+    if not (error_type or all_jobs):
+        fail("name jobs, or pass --error-type TYPE or --all")
+    body = client.request("POST", "/v1/jobs/retry", json={"error_type": error_type, "limit": 1000})
+    console.print(f"retried {body['count']} job(s)")
 
 
 @bench_app.command("embed")

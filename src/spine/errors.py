@@ -16,9 +16,11 @@ class SpineError(Exception):
     type: ClassVar[str] = "internal-error"
     title: ClassVar[str] = "Internal error"
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, *, retry_after: int | None = None) -> None:
         super().__init__(message)
         self.message = message
+        #: Seconds the caller should wait before trying again (the Retry-After header).
+        self.retry_after = retry_after
 
 
 class NotFound(SpineError):
@@ -45,6 +47,32 @@ class InvalidRequest(SpineError):
     status = 422
     type = "invalid-request"
     title = "Invalid request"
+
+
+class Conflict(SpineError):
+    """The resource is not in a state that allows the request."""
+
+    status = 409
+    type = "conflict"
+    title = "Conflict"
+
+
+class IdempotencyKeyInFlight(SpineError):
+    status = 409
+    type = "idempotency-key-in-flight"
+    title = "A request with this Idempotency-Key is still in progress"
+
+
+class IdempotencyKeyReused(SpineError):
+    status = 422
+    type = "idempotency-key-reused"
+    title = "This Idempotency-Key was used for a different request"
+
+
+class TooManyRequests(SpineError):
+    status = 429
+    type = "too-many-requests"
+    title = "Too many requests"
 
 
 class PayloadTooLarge(SpineError):

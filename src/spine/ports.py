@@ -8,10 +8,11 @@ tenant into every later call.
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import BinaryIO, Protocol
 
 from spine.domain.documents import Chunk, Document
@@ -23,6 +24,15 @@ from spine.domain.search import Candidate
 class StoredBlob:
     sha256: str
     size_bytes: int
+
+
+@dataclass(frozen=True)
+class StoredResponse:
+    """A response kept under an idempotency key: replayed as it was."""
+
+    status: int
+    body: str | None  # JSON text
+    headers: dict[str, str]
 
 
 class BlobStore(Protocol):
@@ -52,6 +62,8 @@ class DocumentRepository(Protocol):
     def list(self, tenant_id: str, *, limit: int, after: str | None) -> list[Document]: ...
 
     def delete(self, tenant_id: str, document_id: str) -> Document: ...
+
+    def find_by_sha256(self, tenant_id: str, sha256: str) -> Document | None: ...
 
     def count_with_sha256(self, tenant_id: str, sha256: str) -> int: ...
 
@@ -94,6 +106,33 @@ class JobRepository(Protocol):
 
     def delete_for_document(self, tenant_id: str, document_id: str) -> None: ...
 
+    def count_by_state(self, tenant_id: str) -> dict[JobState, int]: ...
+
+    def failed_ids(
+        self, tenant_id: str, *, error_type: str | None, limit: int
+    ) -> builtins.list[str]: ...
+
+    def requeue(self, tenant_id: str, job_id: str, *, now: datetime, detail: str) -> None: ...
+
+
+class IdempotencyRepository(Protocol):
+    def begin(
+        self,
+        tenant_id: str,
+        key: str,
+        *,
+        fingerprint: str,
+        now: datetime,
+        ttl: timedelta,
+        lock: timedelta,
+    ) -> StoredResponse | None: ...
+
+    def complete(self, tenant_id: str, key: str, response: StoredResponse) -> None: ...
+
+    def release(self, tenant_id: str, key: str) -> None: ...
+
+    def purge_expired(self, *, now: datetime, limit: int) -> int: ...
+
 
 class SearchIndex(Protocol):
     """Full-text and vector entries of chunks; keys are the index's own integer row keys."""
@@ -130,6 +169,9 @@ class UnitOfWork(Protocol):
 
     @property
     def index(self) -> SearchIndex: ...
+
+    @property
+    def idempotency(self) -> IdempotencyRepository: ...
 
 
 class Database(Protocol):

@@ -60,6 +60,18 @@ class Settings(BaseSettings):
     chunk_target_tokens: int = Field(256, gt=0, description="Chunk size the chunker aims for.")
     chunk_max_tokens: int = Field(320, gt=0, description="Hard upper bound of a chunk.")
     chunk_overlap_tokens: int = Field(32, ge=0, description="Tokens repeated between chunks.")
+    idempotency_ttl_seconds: int = Field(
+        24 * 3600, gt=0, description="How long a response is kept under its Idempotency-Key."
+    )
+    idempotency_lock_seconds: int = Field(
+        60, gt=0, description="How long a key's first request may run before a retry may."
+    )
+    tenant_max_unfinished_jobs: int = Field(
+        1000, gt=0, description="Unfinished jobs a tenant may have before uploads get 429."
+    )
+    overload_retry_after_seconds: int = Field(
+        10, gt=0, description="Retry-After of a 429 for too many unfinished jobs."
+    )
     search_candidates: int = Field(50, gt=0, description="Candidates taken from each search leg.")
     rrf_k: int = Field(60, gt=0, description="Reciprocal rank fusion constant.")
 

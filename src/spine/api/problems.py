@@ -62,7 +62,11 @@ def problem(
 def install(app: FastAPI) -> None:
     @app.exception_handler(SpineError)
     async def _spine_error(request: Request, exc: SpineError) -> JSONResponse:
-        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        headers: dict[str, str] = {}
+        if exc.status == 401:
+            headers["WWW-Authenticate"] = "Bearer"
+        if exc.retry_after is not None:
+            headers["Retry-After"] = str(exc.retry_after)
         if exc.status >= 500:
             log.error("request.failed", error_type=exc.type, detail=exc.message)
         return problem(
@@ -71,7 +75,7 @@ def install(app: FastAPI) -> None:
             type_=exc.type,
             title=exc.title,
             detail=exc.message,
-            headers=headers,
+            headers=headers or None,
         )
 
     @app.exception_handler(RequestValidationError)

@@ -105,7 +105,23 @@ class JobPage(BaseModel):
 
 class UploadAccepted(BaseModel):
     document: DocumentPublic
-    job: JobPublic
+    job: JobPublic | None = Field(description="The new job; for a duplicate, the latest one.")
+    duplicate: bool = Field(description="The tenant already had these bytes.")
+
+
+class RetryRequest(BaseModel):
+    error_type: str | None = Field(None, description="Only dead letters with this error.type.")
+    limit: int = Field(100, ge=1, le=1000, description="At most this many jobs.")
+
+
+class RetryResult(BaseModel):
+    retried: list[str]
+    count: int
+
+
+class JobStats(BaseModel):
+    states: dict[JobState, int]
+    dlq_depth: int = Field(description="Jobs in FAILED: the dead-letter queue's depth.")
 
 
 class SearchHitPublic(BaseModel):

@@ -7,6 +7,7 @@ The allowed transitions are the table below and nothing else::
     RUNNING  -> RETRYING                     transient error (or lost lease) with attempts left
     RETRYING -> RUNNING                      claimed again once next_run_at has passed
     RUNNING  -> FAILED                       permanent error or attempts exhausted: the DLQ
+    FAILED   -> PENDING                      a person retries a dead letter (attempts reset)
 
 Storage applies a transition with a compare-and-set on the current state, so two
 processes can never both move a job out of the same state.
@@ -41,6 +42,8 @@ TRANSITIONS: frozenset[tuple[JobState, JobState]] = frozenset(
         (JobState.RUNNING, JobState.RETRYING),
         (JobState.RETRYING, JobState.RUNNING),
         (JobState.RUNNING, JobState.FAILED),
+        # The one way out of the dead-letter queue, and only by a person's request.
+        (JobState.FAILED, JobState.PENDING),
     }
 )
 

@@ -8,7 +8,7 @@ from typing import Any, BinaryIO
 
 from spine.domain.documents import Document, new_id
 from spine.domain.jobs import Job, JobState
-from spine.errors import InvalidRequest
+from spine.errors import InvalidRequest, TooManyRequests
 from spine.pipeline.detect import detect_content_type
 from spine.service.container import Services
 
@@ -28,19 +28,28 @@ class Upload:
 @dataclass(frozen=True)
 class Accepted:
     document: Document
-    job: Job
+    job: Job | None
+    duplicate: bool = False
+    """The tenant already had these bytes: no new document was made."""
+
+
+UNFINISHED = (JobState.PENDING, JobState.RUNNING, JobState.RETRYING)
 
 
 def default_title(filename: str | None) -> str:
     return PurePath(filename).name if filename else "untitled"
 
 
-def upload(services: Services, tenant_id: str, upload: Upload) -> Accepted:
+def upload(
+    services: Services, tenant_id: str, upload: Upload, *, reprocess: bool = False
+) -> Accepted:
     """Store the bytes, then the document row and its PENDING job in one transaction.
 
     The blob goes first: if the database write fails the caller gets an error and an
-    orphan blob is left (harmless, content-addressed); the reverse order could acknowledge
-    a document whose bytes are missing. Only after the commit does the API answer 202.
+    orphan blob is left (content-addressed, swept later); the reverse order could
+    acknowledge a document whose bytes are missing. Only after the commit does the API
+    answer 202. Bytes the tenant already has make no new document, and no new job unless
+    ``reprocess`` asks for one.
     """
     if upload.title is not None and len(upload.title) > MAX_TITLE_CHARS:
         raise InvalidRequest(f"title is longer than {MAX_TITLE_CHARS} characters")
@@ -49,26 +58,49 @@ def upload(services: Services, tenant_id: str, upload: Upload) -> Accepted:
         head, declared=upload.declared_type, filename=upload.filename
     )
     upload.stream.seek(0)
+    _refuse_when_overloaded(services, tenant_id)
     blob = services.blobs.put(tenant_id, upload.stream)
     now = services.clock()
-    document = Document(
-        id=new_id("doc"),
-        tenant_id=tenant_id,
-        title=upload.title or default_title(upload.filename),
-        filename=upload.filename,
-        content_type=content_type,
-        size_bytes=blob.size_bytes,
-        sha256=blob.sha256,
-        metadata=upload.metadata,
-        chunk_count=0,
-        created_at=now,
-        updated_at=now,
-        status=JobState.PENDING,
-    )
-    job = Job(
+    with services.db.write() as uow:
+        existing = uow.documents.find_by_sha256(tenant_id, blob.sha256)
+        if existing is not None and not reprocess:
+            latest = (
+                uow.jobs.get(tenant_id, existing.latest_job_id) if existing.latest_job_id else None
+            )
+            return Accepted(existing, latest, duplicate=True)
+        document = existing or Document(
+            id=new_id("doc"),
+            tenant_id=tenant_id,
+            title=upload.title or default_title(upload.filename),
+            filename=upload.filename,
+            content_type=content_type,
+            size_bytes=blob.size_bytes,
+            sha256=blob.sha256,
+            metadata=upload.metadata,
+            chunk_count=0,
+            created_at=now,
+            updated_at=now,
+        )
+        job = new_job(services, tenant_id, document.id)
+        if existing is None:
+            uow.documents.add(tenant_id, replace(document, latest_job_id=job.id))
+        else:
+            uow.documents.set_latest_job(tenant_id, document.id, job.id)
+        uow.jobs.enqueue(tenant_id, job)
+    with services.db.read() as uow:
+        return Accepted(
+            uow.documents.get(tenant_id, document.id),
+            uow.jobs.get(tenant_id, job.id),
+            duplicate=existing is not None,
+        )
+
+
+def new_job(services: Services, tenant_id: str, document_id: str) -> Job:
+    now = services.clock()
+    return Job(
         id=new_id("job"),
         tenant_id=tenant_id,
-        document_id=document.id,
+        document_id=document_id,
         state=JobState.PENDING,
         attempts=0,
         max_attempts=services.settings.job_max_attempts,
@@ -78,11 +110,18 @@ def upload(services: Services, tenant_id: str, upload: Upload) -> Accepted:
         finished_at=None,
         next_run_at=now,
     )
-    with services.db.write() as uow:
-        uow.documents.add(tenant_id, replace(document, latest_job_id=job.id))
-        uow.jobs.enqueue(tenant_id, job)
+
+
+def _refuse_when_overloaded(services: Services, tenant_id: str) -> None:
+    limit = services.settings.tenant_max_unfinished_jobs
     with services.db.read() as uow:
-        return Accepted(uow.documents.get(tenant_id, document.id), uow.jobs.get(tenant_id, job.id))
+        counts = uow.jobs.count_by_state(tenant_id)
+    unfinished = sum(counts[state] for state in UNFINISHED)
+    if unfinished >= limit:
+        raise TooManyRequests(
+            f"{unfinished} documents are still being processed (limit {limit}); retry later",
+            retry_after=services.settings.overload_retry_after_seconds,
+        )
 
 
 def get(services: Services, tenant_id: str, document_id: str) -> Document:

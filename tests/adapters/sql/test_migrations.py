@@ -15,7 +15,16 @@ from alembic.runtime.migration import MigrationContext
 from spine.adapters.sql import migrate
 from spine.adapters.sql.tables import metadata
 
-SPINE_TABLES = {"documents", "chunks", "jobs", "job_events", "chunks_fts", "chunks_vec"}
+SPINE_TABLES = {
+    "documents",
+    "chunks",
+    "jobs",
+    "job_events",
+    "chunks_fts",
+    "chunks_vec",
+    "idempotency_keys",
+}
+HEAD = "0002"
 # SQLite's own bookkeeping tables, and Alembic's, survive a downgrade to base.
 BOOKKEEPING = {"alembic_version", "sqlite_sequence"}
 
@@ -72,12 +81,23 @@ def test_upgrade_to_head_creates_the_queue_and_tenant_indexes(url: str, connecti
         "ix_documents_tenant_id_id",
         "ix_documents_tenant_sha256",
         "ix_chunks_tenant_document",
+        "ix_idempotency_keys_expires_at",
     } <= _indexes(connection)
 
 
-def test_current_revision_is_0001_after_upgrade_and_none_after_downgrade(url: str) -> None:
+def test_each_step_down_and_up_is_reversible(url: str, connection: Any) -> None:
     migrate.upgrade(url)
+    head = _tables(connection), _indexes(connection)
+    migrate.downgrade(url, "0001")
     assert migrate.current(url) == "0001"
+    assert "idempotency_keys" not in _tables(connection)
+    migrate.upgrade(url)
+    assert (_tables(connection), _indexes(connection)) == head
+
+
+def test_current_revision_is_head_after_upgrade_and_none_after_downgrade(url: str) -> None:
+    migrate.upgrade(url)
+    assert migrate.current(url) == HEAD
 
     migrate.downgrade(url)
     assert migrate.current(url) is None
@@ -105,7 +125,7 @@ def test_upgrade_after_downgrade_rebuilds_the_same_schema(url: str, connection: 
     migrate.upgrade(url)
 
     assert (_tables(connection), _indexes(connection)) == first
-    assert migrate.current(url) == "0001"
+    assert migrate.current(url) == HEAD
 
 
 def test_upgrade_twice_is_a_no_op(url: str, connection: Any) -> None:
@@ -115,7 +135,7 @@ def test_upgrade_twice_is_a_no_op(url: str, connection: Any) -> None:
     migrate.upgrade(url)
 
     assert _tables(connection) == first
-    assert migrate.current(url) == "0001"
+    assert migrate.current(url) == HEAD
 
 
 def test_migrated_schema_matches_the_tables_the_repositories_query(url: str) -> None:

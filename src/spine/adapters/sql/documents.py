@@ -94,6 +94,16 @@ class SqlDocumentRepository:
         )
         return document
 
+    def find_by_sha256(self, tenant_id: str, sha256: str) -> Document | None:
+        """The tenant's oldest document with these bytes, if any."""
+        row = self._conn.execute(
+            self._select(tenant_id)
+            .where(documents.c.sha256 == sha256)
+            .order_by(documents.c.id)
+            .limit(1)
+        ).first()
+        return _from_row(row) if row is not None else None
+
     def count_with_sha256(self, tenant_id: str, sha256: str) -> int:
         return int(
             self._conn.execute(

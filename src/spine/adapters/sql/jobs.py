@@ -9,11 +9,12 @@ fail or extend the job: its UPDATE matches no row and it gets :class:`LeaseLost`
 
 from __future__ import annotations
 
+import builtins
 import secrets
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Row, delete, select, update
+from sqlalchemy import Connection, Row, delete, func, select, update
 
 from spine.adapters.sql.tables import job_events, jobs
 from spine.domain.jobs import (
@@ -26,7 +27,7 @@ from spine.domain.jobs import (
     RetryPolicy,
     check_transition,
 )
-from spine.errors import LeaseLost, NotFound
+from spine.errors import Conflict, LeaseLost, NotFound
 
 
 def _event_from_row(row: Row[Any]) -> JobEvent:
@@ -129,6 +130,46 @@ class SqlJobRepository:
             delete(jobs).where(
                 (jobs.c.tenant_id == tenant_id) & (jobs.c.document_id == document_id)
             )
+        )
+
+    def count_by_state(self, tenant_id: str) -> dict[JobState, int]:
+        rows = self._conn.execute(
+            select(jobs.c.state, func.count())
+            .where(jobs.c.tenant_id == tenant_id)
+            .group_by(jobs.c.state)
+        )
+        counts = dict.fromkeys(JobState, 0)
+        counts.update({JobState(state): int(count) for state, count in rows})
+        return counts
+
+    def failed_ids(
+        self, tenant_id: str, *, error_type: str | None, limit: int
+    ) -> builtins.list[str]:
+        query = (
+            select(jobs.c.id)
+            .where((jobs.c.tenant_id == tenant_id) & (jobs.c.state == JobState.FAILED.value))
+            .order_by(jobs.c.id)
+            .limit(limit)
+        )
+        if error_type is not None:
+            query = query.where(jobs.c.error_type == error_type)
+        return [row[0] for row in self._conn.execute(query)]
+
+    def requeue(self, tenant_id: str, job_id: str, *, now: datetime, detail: str) -> None:
+        """FAILED -> PENDING with attempts reset: a person takes a job out of the DLQ."""
+        job = self.get(tenant_id, job_id)
+        if job.state is not JobState.FAILED:
+            raise Conflict(f"job {job_id} is {job.state}, only FAILED jobs can be retried")
+        self._transition(
+            job,
+            JobState.PENDING,
+            now=now,
+            detail=detail,
+            attempts=0,
+            next_run_at=now,
+            finished_at=None,
+            error_type=None,
+            error_message=None,
         )
 
     # -- the queue: claims serve every tenant ------------------------------------------

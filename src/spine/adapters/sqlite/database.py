@@ -11,6 +11,7 @@ from sqlalchemy import Connection, text
 from sqlalchemy.exc import OperationalError
 
 from spine.adapters.sql.documents import SqlDocumentRepository
+from spine.adapters.sql.idempotency import SqlIdempotencyRepository
 from spine.adapters.sql.jobs import SqlJobRepository
 from spine.adapters.sqlite.engine import create_sqlite_engine
 from spine.adapters.sqlite.search_index import SqliteSearchIndex
@@ -22,10 +23,16 @@ class SqliteUnitOfWork:
     documents: SqlDocumentRepository
     jobs: SqlJobRepository
     index: SqliteSearchIndex
+    idempotency: SqlIdempotencyRepository
 
     @classmethod
     def on(cls, conn: Connection) -> SqliteUnitOfWork:
-        return cls(SqlDocumentRepository(conn), SqlJobRepository(conn), SqliteSearchIndex(conn))
+        return cls(
+            SqlDocumentRepository(conn),
+            SqlJobRepository(conn),
+            SqliteSearchIndex(conn),
+            SqlIdempotencyRepository(conn),
+        )
 
 
 class SqliteDatabase:

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from typing import Annotated, Any
 
-from fastapi import APIRouter, File, Form, Query, Response, UploadFile
+from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile
 
 from spine.api.deps import Reader, ServicesDep, Writer
+from spine.api.idempotency import IdempotencyKey, json_outcome, respond
 from spine.api.schemas import DocumentPage, DocumentPublic, JobPublic, UploadAccepted
 from spine.errors import InvalidRequest
+from spine.ports import StoredResponse
 from spine.service import documents
 
 router = APIRouter(prefix="/v1/documents", tags=["documents"])
@@ -27,30 +30,64 @@ def _parse_metadata(raw: str | None) -> dict[str, Any]:
     return value
 
 
-@router.post("", status_code=202, response_model=UploadAccepted)
+def _file_sha256(file: UploadFile) -> str:
+    digest = hashlib.sha256()
+    while block := file.file.read(1024 * 1024):
+        digest.update(block)
+    file.file.seek(0)
+    return digest.hexdigest()
+
+
+@router.post(
+    "",
+    status_code=202,
+    response_model=UploadAccepted,
+    responses={200: {"model": UploadAccepted, "description": "Duplicate: no new job."}},
+)
 def upload_document(
+    request: Request,
     principal: Writer,
     services: ServicesDep,
-    response: Response,
     file: Annotated[UploadFile, File(description="The document's bytes.")],
+    idempotency_key: IdempotencyKey = None,
     title: Annotated[str | None, Form(max_length=500)] = None,
     metadata: Annotated[str | None, Form(description="A JSON object.")] = None,
-) -> UploadAccepted:
-    """Store a document and queue it for processing. 202 once it is durably stored."""
-    accepted = documents.upload(
+    reprocess: Annotated[
+        bool, Query(description="Process bytes the tenant already has once more.")
+    ] = False,
+) -> Response:
+    """Store a document and queue it: 202 once it is durably stored. Bytes the tenant
+    already has answer 200 with the existing document and ``duplicate: true``."""
+
+    def operation() -> StoredResponse:
+        accepted = documents.upload(
+            services,
+            principal.tenant_id,
+            documents.Upload(
+                stream=file.file,
+                filename=file.filename,
+                declared_type=file.content_type,
+                title=title,
+                metadata=_parse_metadata(metadata),
+            ),
+            reprocess=reprocess,
+        )
+        made_job = not accepted.duplicate or reprocess
+        body = UploadAccepted(
+            document=DocumentPublic.of(accepted.document),
+            job=JobPublic.of(accepted.job) if accepted.job else None,
+            duplicate=accepted.duplicate,
+        )
+        headers = {"Location": f"/v1/jobs/{accepted.job.id}"} if made_job and accepted.job else {}
+        return json_outcome(202 if made_job else 200, body, headers)
+
+    return respond(
+        request,
         services,
         principal.tenant_id,
-        documents.Upload(
-            stream=file.file,
-            filename=file.filename,
-            declared_type=file.content_type,
-            title=title,
-            metadata=_parse_metadata(metadata),
-        ),
-    )
-    response.headers["Location"] = f"/v1/jobs/{accepted.job.id}"
-    return UploadAccepted(
-        document=DocumentPublic.of(accepted.document), job=JobPublic.of(accepted.job)
+        idempotency_key,
+        lambda: (_file_sha256(file), file.filename, file.content_type, title, metadata, reprocess),
+        operation,
     )
 
 
@@ -71,6 +108,17 @@ def get_document(principal: Reader, services: ServicesDep, document_id: str) -> 
 
 
 @router.delete("/{document_id}", status_code=204)
-def delete_document(principal: Writer, services: ServicesDep, document_id: str) -> Response:
-    documents.delete(services, principal.tenant_id, document_id)
-    return Response(status_code=204)
+def delete_document(
+    request: Request,
+    principal: Writer,
+    services: ServicesDep,
+    document_id: str,
+    idempotency_key: IdempotencyKey = None,
+) -> Response:
+    def operation() -> StoredResponse:
+        documents.delete(services, principal.tenant_id, document_id)
+        return json_outcome(204, None)
+
+    return respond(
+        request, services, principal.tenant_id, idempotency_key, lambda: document_id, operation
+    )
