@@ -6,6 +6,7 @@ Client commands read ``SPINE_URL`` and ``SPINE_TOKEN``; server commands read the
 
 from __future__ import annotations
 
+import html
 import mimetypes
 import os
 import signal
@@ -22,6 +23,7 @@ from typing import Annotated, Any, NoReturn
 import httpx
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -309,6 +311,17 @@ def _print_summary(states: dict[str, tuple[str, str]], names: dict[str, str]) ->
             console.print(f"[red]FAILED[/red] {names[job_id]}: {message}", highlight=False)
 
 
+def _snippet_markup(snippet: str) -> str:
+    """API snippets are HTML with <mark>; the terminal wants Rich markup, safely escaped."""
+    parts = snippet.split("<mark>")
+    out = [escape(html.unescape(parts[0]))]
+    for part in parts[1:]:
+        marked, _, rest = part.partition("</mark>")
+        out.append(f"[bold yellow]{escape(html.unescape(marked))}[/bold yellow]")
+        out.append(escape(html.unescape(rest)))
+    return "".join(out)
+
+
 @app.command()
 def search(
     query: Annotated[str, typer.Argument(help="What to look for.")],
@@ -326,8 +339,9 @@ def search(
     table.add_column("title")
     table.add_column("snippet")
     for rank, hit in enumerate(body["results"], start=1):
-        snippet = hit["snippet"].replace("<mark>", "[bold yellow]").replace("</mark>", "[/]")
-        table.add_row(str(rank), f"{hit['score']:.4f}", hit["title"], snippet)
+        table.add_row(
+            str(rank), f"{hit['score']:.4f}", escape(hit["title"]), _snippet_markup(hit["snippet"])
+        )
     console.print(table)
 
 

@@ -150,6 +150,7 @@ def test_empty_and_binary_files_are_415(client: TestClient, auth: AuthFactory) -
 def test_bad_parameters_are_422(client: TestClient, auth: AuthFactory) -> None:
     assert_problem(upload(client, auth(), metadata="[1, 2]"), 422, "invalid-request")
     assert_problem(upload(client, auth(), metadata="{not json"), 422, "invalid-request")
+    assert_problem(upload(client, auth(), metadata="[" * 20000), 422, "invalid-request")
     missing_file = client.post("/v1/documents", headers=auth(), data={"title": "x"})
     assert_problem(missing_file, 422, "invalid-request")
     assert_problem(
@@ -162,4 +163,5 @@ def test_health_and_readiness(client: TestClient, services) -> None:  # type: ig
     assert client.get("/readyz").status_code == 200
     blob_root = services.blobs.root
     blob_root.rename(blob_root.with_name("blobs-gone"))
-    assert_problem(client.get("/readyz"), 503, "unavailable")
+    body = assert_problem(client.get("/readyz"), 503, "unavailable")
+    assert str(blob_root) not in str(body)

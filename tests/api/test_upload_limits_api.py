@@ -49,3 +49,19 @@ def test_streamed_oversize_body_without_length_is_413(
     )
     assert response.status_code == 413
     assert response.headers["content-type"].startswith("application/problem+json")
+
+
+def test_file_one_byte_over_the_limit_is_413_and_at_the_limit_is_accepted(
+    small_limit_client: TestClient, auth: AuthFactory
+) -> None:
+    over = small_limit_client.post(
+        "/v1/documents", headers=auth(), files={"file": ("a.txt", b"a" * (LIMIT + 1), "text/plain")}
+    )
+    assert over.status_code == 413
+    assert over.json()["type"] == "payload-too-large"
+    at = small_limit_client.post(
+        "/v1/documents", headers=auth(), files={"file": ("b.txt", b"b" * LIMIT, "text/plain")}
+    )
+    assert at.status_code == 202
+    staging = small_limit_client.app.state.services.blobs.root / ".staging"  # type: ignore[attr-defined]
+    assert list(staging.iterdir()) == []

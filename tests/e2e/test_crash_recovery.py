@@ -181,6 +181,7 @@ def test_sigterm_releases_a_running_job_that_cannot_finish_in_the_grace_period(
     with httpx.Client(base_url=url, timeout=10) as client:
         job = wait_for_job(client, accepted[0]["job"]["id"], headers)
     assert job["state"] == "SUCCEEDED"
+    assert job["attempts"] == 1  # the released attempt was given back
     assert [e["to"] for e in job["events"]] == [
         "PENDING",
         "RUNNING",

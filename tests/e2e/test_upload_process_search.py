@@ -100,6 +100,36 @@ def test_script_and_style_never_reach_the_index(
 
 
 @pytest.mark.parametrize("mode", ["hybrid", "keyword", "semantic"])
+def test_a_tenant_with_the_same_phrases_sees_only_its_own_documents(
+    client: TestClient, auth: AuthFactory, corpus: dict[str, str], mode: str
+) -> None:
+    other = auth("rival")
+    mine: set[str] = set()
+    for name, content_type, make, phrase in CASES.values():
+        response = client.post(
+            "/v1/documents",
+            headers=other,
+            files={
+                "file": (
+                    name,
+                    make(f"Rival copy. The {phrase} again, twice: {phrase}."),
+                    content_type,
+                )
+            },
+        )
+        mine.add(response.json()["document"]["id"])
+        wait_for_job(client, response.json()["job"]["id"], other)
+    for phrase in (case[3] for case in CASES.values()):
+        for tenant, expected in (("rival", mine), ("acme", set(corpus.values()))):
+            body = client.get(
+                "/v1/search", headers=auth(tenant), params={"q": phrase, "mode": mode, "k": 50}
+            ).json()
+            found = {hit["document_id"] for hit in body["results"]}
+            assert found, (tenant, phrase)
+            assert found <= expected, (tenant, phrase)
+
+
+@pytest.mark.parametrize("mode", ["hybrid", "keyword", "semantic"])
 def test_another_tenant_finds_nothing(
     client: TestClient, auth: AuthFactory, corpus: dict[str, str], mode: str
 ) -> None:

@@ -76,6 +76,19 @@ def test_roles_grant_what_they_should() -> None:
     Principal("a", "t", Role.ADMIN).require(Permission.ADMIN)
 
 
+def test_generated_secret_is_shared_by_every_caller_and_private(tmp_path: Path) -> None:
+    first = load_or_create_secret(None, tmp_path)
+    assert load_or_create_secret(None, tmp_path) == first
+    assert (tmp_path / "jwt-secret").stat().st_mode & 0o777 == 0o600
+    assert [p.name for p in tmp_path.iterdir()] == ["jwt-secret"]
+
+
+def test_an_empty_secret_file_is_refused_not_used(tmp_path: Path) -> None:
+    (tmp_path / "jwt-secret").write_text("")
+    with pytest.raises(ValueError, match="no usable secret"):
+        load_or_create_secret(None, tmp_path)
+
+
 def test_short_configured_secret_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="at least"):
         load_or_create_secret("short", tmp_path)

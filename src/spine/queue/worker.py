@@ -55,7 +55,17 @@ class Worker:
             if job is None:
                 self.stop.wait(poll)
                 continue
-            self._run_one(job)
+            if self.stop.is_set():
+                # Stopped between the claim and now: give the job straight back.
+                processing.release(self.services, job)
+                break
+            try:
+                self._run_one(job)
+            except Exception:
+                # Even recording the outcome failed (database gone, disk full). The lease
+                # will expire and the job be reaped; this thread must live on.
+                log.exception("worker.job_crashed", job_id=job.id)
+                self.stop.wait(poll)
         log.info("worker.stopped", worker_id=self.worker_id)
 
     def _run_one(self, job: Job) -> None:

@@ -13,6 +13,8 @@ from spine.pipeline.detect import detect_content_type
 from spine.service.container import Services
 
 SNIFF_BYTES = 8192
+#: A blob written this recently may belong to an upload whose row is not committed yet.
+BLOB_GRACE_SECONDS = 600.0
 MAX_TITLE_CHARS = 500
 
 
@@ -59,7 +61,9 @@ def upload(
     )
     upload.stream.seek(0)
     _refuse_when_overloaded(services, tenant_id)
-    blob = services.blobs.put(tenant_id, upload.stream)
+    blob = services.blobs.put(
+        tenant_id, upload.stream, max_bytes=services.settings.max_upload_bytes
+    )
     now = services.clock()
     with services.db.write() as uow:
         existing = uow.documents.find_by_sha256(tenant_id, blob.sha256)
@@ -152,4 +156,4 @@ def delete(services: Services, tenant_id: str, document_id: str) -> None:
         uow.documents.delete(tenant_id, document_id)
         still_used = uow.documents.count_with_sha256(tenant_id, document.sha256) > 0
     if not still_used:
-        services.blobs.delete(tenant_id, document.sha256)
+        services.blobs.delete(tenant_id, document.sha256, unless_newer_than=BLOB_GRACE_SECONDS)

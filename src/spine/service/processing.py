@@ -63,9 +63,10 @@ def process(services: Services, job: Job) -> JobState | None:
         bound.warning("job.lease_lost")
         return None
     except NotFound as exc:
-        # The document was deleted while queued: its job row went with it.
-        bound.info("job.document_gone", reason=exc.message)
-        return None
+        # Either the document was deleted while queued (its job row went with it, and
+        # recording fails with LeaseLost), or its bytes are missing: a permanent error.
+        bound.warning("job.not_found", reason=exc.message)
+        return _record_failure(services, job, JobError("not-found", exc.message), False)
     except PipelineError as exc:
         return _record_failure(services, job, JobError(exc.type, exc.message), exc.transient)
     except Exception as exc:
@@ -89,14 +90,22 @@ def _record_failure(
 
 
 def release(services: Services, job: Job) -> JobState | None:
-    """Give a running job back to the queue at once (worker shutting down)."""
+    """Give a running job back to the queue at once (worker shutting down). The attempt
+    is given back too: stopping a worker is not the job's fault."""
     now = services.clock()
     decision = RetryDecision(JobState.RETRYING, now, "released at shutdown")
-    return _apply(services, job, decision, JobError("released", "the worker shut down"))
+    return _apply(
+        services, job, decision, JobError("released", "the worker shut down"), refund=True
+    )
 
 
 def _apply(
-    services: Services, job: Job, decision: RetryDecision, error: JobError
+    services: Services,
+    job: Job,
+    decision: RetryDecision,
+    error: JobError,
+    *,
+    refund: bool = False,
 ) -> JobState | None:
     if job.lease_token is None:
         return None
@@ -109,9 +118,15 @@ def _apply(
                 decision=decision,
                 error=error,
                 now=services.clock(),
+                refund_attempt=refund,
             )
     except LeaseLost:
         log.warning("job.lease_lost", job_id=job.id, tenant=job.tenant_id)
+        return None
+    except Exception:
+        # The database did not take the outcome; the lease will expire and the job be
+        # reaped and retried, so nothing is lost.
+        log.exception("job.outcome_not_recorded", job_id=job.id, tenant=job.tenant_id)
         return None
     log.info(
         "job.failed_attempt",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import secrets
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -18,7 +19,12 @@ MIN_SECRET_BYTES = 32
 
 
 def load_or_create_secret(configured: str | None, data_dir: Path) -> str:
-    """The configured secret, else the one generated once into the data dir (mode 0600)."""
+    """The configured secret, else the one generated once into the data dir (mode 0600).
+
+    The file is written whole under a temporary name, fsynced, then linked into place:
+    two processes starting together agree on one secret, and a crash never leaves an
+    empty one behind.
+    """
     if configured:
         if len(configured.encode()) < MIN_SECRET_BYTES:
             raise ValueError(f"SPINE_JWT_SECRET must be at least {MIN_SECRET_BYTES} bytes")
@@ -26,16 +32,23 @@ def load_or_create_secret(configured: str | None, data_dir: Path) -> str:
     path = data_dir / SECRET_FILE
     if not path.exists():
         data_dir.mkdir(parents=True, exist_ok=True)
+        tmp = data_dir / f".{SECRET_FILE}.{os.getpid()}.{secrets.token_hex(4)}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
-            # O_EXCL: two processes starting together cannot both write a secret.
-            fd = path.open("x", encoding="ascii")
+            os.write(fd, secrets.token_urlsafe(48).encode("ascii"))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        try:
+            os.link(tmp, path)  # fails if another process linked its secret first
         except FileExistsError:
             pass
-        else:
-            with fd:
-                path.chmod(0o600)
-                fd.write(secrets.token_urlsafe(48))
-    return path.read_text(encoding="ascii").strip()
+        finally:
+            tmp.unlink()
+    secret = path.read_text(encoding="ascii").strip()
+    if len(secret.encode()) < MIN_SECRET_BYTES:
+        raise ValueError(f"{path} holds no usable secret; remove it to generate a new one")
+    return secret
 
 
 def create_token(

@@ -6,10 +6,11 @@ import hashlib
 import os
 import re
 import tempfile
+import time
 from pathlib import Path
 from typing import BinaryIO
 
-from spine.errors import NotFound, Unavailable
+from spine.errors import NotFound, PayloadTooLarge, Unavailable
 from spine.ports import StoredBlob
 
 _COPY_BUFFER = 1024 * 1024
@@ -34,7 +35,7 @@ class LocalBlobStore:
         tenant_dir = hashlib.sha256(tenant_id.encode()).hexdigest()[:32]
         return self.root / tenant_dir / sha256[:2] / sha256
 
-    def put(self, tenant_id: str, stream: BinaryIO) -> StoredBlob:
+    def put(self, tenant_id: str, stream: BinaryIO, *, max_bytes: int | None = None) -> StoredBlob:
         staging = self.root / ".staging"
         staging.mkdir(exist_ok=True)
         digest = hashlib.sha256()
@@ -45,12 +46,14 @@ class LocalBlobStore:
                 while block := stream.read(_COPY_BUFFER):
                     digest.update(block)
                     size += len(block)
+                    if max_bytes is not None and size > max_bytes:
+                        raise PayloadTooLarge(f"the file exceeds the limit of {max_bytes} bytes")
                     out.write(block)
                 out.flush()
                 os.fsync(out.fileno())
             sha256 = digest.hexdigest()
             final = self._path(tenant_id, sha256)
-            final.parent.mkdir(parents=True, exist_ok=True)
+            self._make_dirs(final.parent)
             os.replace(tmp_name, final)
             _fsync_dir(final.parent)
         except BaseException:
@@ -58,20 +61,43 @@ class LocalBlobStore:
             raise
         return StoredBlob(sha256=sha256, size_bytes=size)
 
+    def _make_dirs(self, folder: Path) -> None:
+        """mkdir -p, fsyncing each new folder's parent so the new entry survives a crash."""
+        missing = []
+        while not folder.exists() and folder != self.root:
+            missing.append(folder)
+            folder = folder.parent
+        for new in reversed(missing):
+            new.mkdir(exist_ok=True)
+            _fsync_dir(new.parent)
+
     def get(self, tenant_id: str, sha256: str) -> bytes:
         try:
             return self._path(tenant_id, sha256).read_bytes()
         except FileNotFoundError as exc:
             raise NotFound(f"blob {sha256} not found") from exc
 
-    def delete(self, tenant_id: str, sha256: str) -> None:
+    def delete(self, tenant_id: str, sha256: str, *, unless_newer_than: float = 0.0) -> bool:
+        """Remove a blob; with ``unless_newer_than`` seconds, keep one written that recently.
+
+        The grace period closes a race with uploads: an upload writes its blob before its
+        row commits, so a delete that saw no row may still be followed by a row that needs
+        these bytes. Such a blob was just (re)written, so it is kept for the sweeper.
+        """
         path = self._path(tenant_id, sha256)
-        path.unlink(missing_ok=True)
+        try:
+            if unless_newer_than and time.time() - path.stat().st_mtime < unless_newer_than:
+                return False
+            path.unlink()
+        except FileNotFoundError:
+            return False
         _fsync_dir(path.parent)
+        return True
 
     def ping(self) -> None:
         if not (self.root.is_dir() and os.access(self.root, os.W_OK)):
-            raise Unavailable(f"blob folder {self.root} is not writable")
+            # The path stays in the logs; callers without a token must not learn it.
+            raise Unavailable("the blob store is not writable")
 
 
 def _fsync_dir(path: Path) -> None:

@@ -265,9 +265,12 @@ class SqlJobRepository:
         decision: RetryDecision,
         error: JobError,
         now: datetime,
+        refund_attempt: bool = False,
     ) -> None:
         job = self._leased_job(tenant_id, job_id, lease_token)
-        self._finish_attempt(job, decision, error, now=now, lease_token=lease_token)
+        self._finish_attempt(
+            job, decision, error, now=now, lease_token=lease_token, refund_attempt=refund_attempt
+        )
 
     # -- internals ---------------------------------------------------------------------
 
@@ -296,7 +299,9 @@ class SqlJobRepository:
         now: datetime,
         lease_token: str | None,
         extra_guard: Any = None,
+        refund_attempt: bool = False,
     ) -> None:
+        refund = {"attempts": max(0, job.attempts - 1)} if refund_attempt else {}
         self._transition(
             job,
             decision.state,
@@ -311,6 +316,7 @@ class SqlJobRepository:
             error_message=error.message,
             guard_token=lease_token,
             extra_guard=extra_guard,
+            **refund,
         )
 
     def _transition(

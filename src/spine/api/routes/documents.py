@@ -25,6 +25,8 @@ def _parse_metadata(raw: str | None) -> dict[str, Any]:
         value = json.loads(raw)
     except json.JSONDecodeError as exc:
         raise InvalidRequest(f"metadata is not valid JSON: {exc.msg}") from exc
+    except RecursionError as exc:
+        raise InvalidRequest("metadata is nested too deeply") from exc
     if not isinstance(value, dict):
         raise InvalidRequest("metadata must be a JSON object")
     return value
