@@ -133,3 +133,16 @@ def test_dlq_list_and_retry(server: tuple[str, dict[str, str]], tmp_path: Path) 
     retried = spine("dlq", "retry", "--error-type", "extraction-failed", env=env).stdout
     assert "retried 1 job(s)" in retried
     assert spine("dlq", "retry", env=env, check=False).returncode == 1
+
+
+def test_gc_removes_an_orphan_blob(tmp_path: Path) -> None:
+    env = process_env(tmp_path / "g", TEST_SECRET)
+    orphan = tmp_path / "g" / "blobs" / ("t" * 32) / "ab" / ("ab" + "0" * 62)
+    orphan.parent.mkdir(parents=True)
+    orphan.write_bytes(b"nobody references me")
+    kept = spine("gc", "--grace", "3600", env=env).stdout
+    assert "removed 0" in kept
+    assert orphan.exists()
+    removed = spine("gc", "--grace", "0", env=env).stdout
+    assert "examined 1, removed 1" in removed
+    assert not orphan.exists()

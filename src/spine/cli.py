@@ -192,6 +192,29 @@ def migrate(
     console.print(f"database at revision {migrations.current(url) or 'base'}")
 
 
+@app.command()
+def gc(
+    data_dir: DataDirOption = None,
+    grace: Annotated[
+        float, typer.Option(help="Keep unreferenced blobs younger than this many seconds.")
+    ] = 3600.0,
+) -> None:
+    """Remove blobs that no document references (orphans of failed writes and deletes)."""
+    from spine.service.bootstrap import open_blob_store, open_database
+    from spine.service.gc import sweep_blobs
+
+    settings = _settings(data_dir)
+    db = open_database(settings.resolved_database_url())
+    try:
+        report = sweep_blobs(db, open_blob_store(settings.resolved_blob_url()), grace_seconds=grace)
+    finally:
+        db.close()
+    console.print(
+        f"examined {report.examined}, removed {report.removed}, "
+        f"kept {report.kept_recent} younger than {grace:.0f} s"
+    )
+
+
 # -- client side ----------------------------------------------------------------------
 
 

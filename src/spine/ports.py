@@ -9,7 +9,7 @@ tenant into every later call.
 from __future__ import annotations
 
 import builtins
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -35,8 +35,24 @@ class StoredResponse:
     headers: dict[str, str]
 
 
+@dataclass(frozen=True)
+class BlobEntry:
+    """A stored object as the sweeper sees it: the tenant only as the store's key for it."""
+
+    tenant_key: str
+    name: str
+    modified_at: float  # seconds since the epoch
+    temporary: bool = False
+
+
 class BlobStore(Protocol):
     """Content-addressed bytes, namespaced per tenant."""
+
+    def tenant_key(self, tenant_id: str) -> str: ...
+
+    def list_blobs(self) -> Iterator[BlobEntry]: ...
+
+    def remove(self, entry: BlobEntry) -> None: ...
 
     def put(
         self, tenant_id: str, stream: BinaryIO, *, max_bytes: int | None = None
@@ -68,6 +84,10 @@ class DocumentRepository(Protocol):
     def find_by_sha256(self, tenant_id: str, sha256: str) -> Document | None: ...
 
     def count_with_sha256(self, tenant_id: str, sha256: str) -> int: ...
+
+    def all_blob_refs(self) -> builtins.set[tuple[str, str]]:
+        """(tenant, sha256) of every document of every tenant: for the blob sweeper only."""
+        ...
 
     def set_latest_job(self, tenant_id: str, document_id: str, job_id: str) -> None: ...
 

@@ -7,11 +7,12 @@ import os
 import re
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
 from spine.errors import NotFound, PayloadTooLarge, Unavailable
-from spine.ports import StoredBlob
+from spine.ports import BlobEntry, StoredBlob
 
 _COPY_BUFFER = 1024 * 1024
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -28,12 +29,29 @@ class LocalBlobStore:
         self.root = root
         self.root.mkdir(parents=True, exist_ok=True)
 
+    def tenant_key(self, tenant_id: str) -> str:
+        # The tenant comes from a verified token, but a path must never depend on that.
+        return hashlib.sha256(tenant_id.encode()).hexdigest()[:32]
+
     def _path(self, tenant_id: str, sha256: str) -> Path:
         if not _SHA256.match(sha256):
             raise ValueError("not a sha256 hex digest")
-        # The tenant comes from a verified token, but a path must never depend on that.
-        tenant_dir = hashlib.sha256(tenant_id.encode()).hexdigest()[:32]
-        return self.root / tenant_dir / sha256[:2] / sha256
+        return self.root / self.tenant_key(tenant_id) / sha256[:2] / sha256
+
+    def list_blobs(self) -> Iterator[BlobEntry]:
+        """Every stored blob, and every leftover temporary file (``sha256`` None)."""
+        for path in self.root.glob("*/*/*"):
+            if path.is_file() and _SHA256.match(path.name):
+                yield BlobEntry(path.parent.parent.name, path.name, path.stat().st_mtime)
+        staging = self.root / ".staging"
+        if staging.is_dir():
+            for path in staging.iterdir():
+                yield BlobEntry(".staging", path.name, path.stat().st_mtime, temporary=True)
+
+    def remove(self, entry: BlobEntry) -> None:
+        path = self.root / entry.tenant_key
+        path = path / entry.name if entry.temporary else path / entry.name[:2] / entry.name
+        path.unlink(missing_ok=True)
 
     def put(self, tenant_id: str, stream: BinaryIO, *, max_bytes: int | None = None) -> StoredBlob:
         staging = self.root / ".staging"

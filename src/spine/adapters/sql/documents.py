@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 from datetime import datetime
 from typing import Any
 
@@ -103,6 +104,10 @@ class SqlDocumentRepository:
             .limit(1)
         ).first()
         return _from_row(row) if row is not None else None
+
+    def all_blob_refs(self) -> builtins.set[tuple[str, str]]:
+        rows = self._conn.execute(select(documents.c.tenant_id, documents.c.sha256).distinct())
+        return {(tenant_id, sha256) for tenant_id, sha256 in rows}
 
     def count_with_sha256(self, tenant_id: str, sha256: str) -> int:
         return int(
