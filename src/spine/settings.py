@@ -20,6 +20,9 @@ class Settings(BaseSettings):
     database_url: str | None = Field(
         None, description="SQLAlchemy URL; default sqlite:///<data_dir>/spine.db."
     )
+    db_busy_timeout_ms: int = Field(
+        30_000, gt=0, description="How long a write waits for SQLite's lock before a 503."
+    )
     blob_url: str | None = Field(
         None, description="Blob store URL; default file://<data_dir>/blobs."
     )

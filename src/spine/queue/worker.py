@@ -22,6 +22,7 @@ from spine.service import processing
 from spine.service.container import Services
 
 log = structlog.get_logger("spine.worker")
+MAX_BACKOFF_SECONDS = 30.0
 
 
 def claim_next(services: Services, worker_id: str) -> Job | None:
@@ -45,12 +46,17 @@ class Worker:
     def run(self) -> None:
         log.info("worker.started", worker_id=self.worker_id)
         poll = self.services.settings.job_poll_seconds
+        failures = 0
         while not self.stop.is_set():
             try:
                 job = claim_next(self.services, self.worker_id)
+                failures = 0
             except Exception:
-                log.exception("worker.claim_failed", worker_id=self.worker_id)
-                self.stop.wait(poll)
+                # The database is unreachable or locked: back off (capped) and try again,
+                # so a restarting database finds its workers waiting, not gone.
+                failures += 1
+                log.exception("worker.claim_failed", worker_id=self.worker_id, failures=failures)
+                self.stop.wait(min(MAX_BACKOFF_SECONDS, poll * 2**failures))
                 continue
             if job is None:
                 self.stop.wait(poll)

@@ -14,10 +14,10 @@ from spine.service.container import Services
 from spine.settings import Settings
 
 
-def open_database(url: str) -> Database:
+def open_database(url: str, *, busy_timeout_ms: int = 30_000) -> Database:
     if url.startswith("sqlite"):
         migrate.upgrade(url)
-        return SqliteDatabase(url)
+        return SqliteDatabase(url, busy_timeout_ms=busy_timeout_ms)
     raise ValueError(f"unsupported database URL scheme: {url.split(':', 1)[0]}")
 
 
@@ -38,7 +38,9 @@ def bootstrap(settings: Settings, *, embedder: Embedder | None = None) -> Servic
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     return Services(
         settings=settings,
-        db=open_database(settings.resolved_database_url()),
+        db=open_database(
+            settings.resolved_database_url(), busy_timeout_ms=settings.db_busy_timeout_ms
+        ),
         blobs=open_blob_store(settings.resolved_blob_url()),
         embedder=embedder or open_embedder(settings),
         retry=RetryPolicy(settings.retry_base_seconds, settings.retry_max_seconds),

@@ -13,7 +13,7 @@ from sqlalchemy.exc import OperationalError
 from spine.adapters.sql.documents import SqlDocumentRepository
 from spine.adapters.sql.idempotency import SqlIdempotencyRepository
 from spine.adapters.sql.jobs import SqlJobRepository
-from spine.adapters.sqlite.engine import create_sqlite_engine
+from spine.adapters.sqlite.engine import BUSY_TIMEOUT_MS, create_sqlite_engine
 from spine.adapters.sqlite.search_index import SqliteSearchIndex
 from spine.errors import Unavailable
 
@@ -40,29 +40,46 @@ class SqliteDatabase:
     writer anyway, and a lock queues fairly where SQLite's busy handler sleeps and polls);
     across processes BEGIN IMMEDIATE and the busy timeout do the same job."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> None:
         self.url = url
-        self._writer = create_sqlite_engine(url, immediate=True)
-        self._reader = create_sqlite_engine(url, immediate=False)
+        self._writer = create_sqlite_engine(url, immediate=True, busy_timeout_ms=busy_timeout_ms)
+        self._reader = create_sqlite_engine(url, immediate=False, busy_timeout_ms=busy_timeout_ms)
         self._write_lock = threading.Lock()
 
     @contextmanager
     def write(self) -> Iterator[SqliteUnitOfWork]:
-        with self._write_lock, self._writer.begin() as conn:
+        with _translated_errors(), self._write_lock, self._writer.begin() as conn:
             yield SqliteUnitOfWork.on(conn)
 
     @contextmanager
     def read(self) -> Iterator[SqliteUnitOfWork]:
-        with self._reader.begin() as conn:
+        with _translated_errors(), self._reader.begin() as conn:
             yield SqliteUnitOfWork.on(conn)
 
     def ping(self) -> None:
-        try:
-            with self._reader.connect() as conn:
-                conn.execute(text("SELECT 1"))
-        except OperationalError as exc:
-            raise Unavailable("database does not answer") from exc
+        with _translated_errors(), self._reader.connect() as conn:
+            conn.execute(text("SELECT 1"))
 
     def close(self) -> None:
         self._writer.dispose()
         self._reader.dispose()
+
+
+#: SQLite's words for "the database is there but cannot serve you right now".
+_UNAVAILABLE = ("database is locked", "unable to open", "disk i/o error", "disk is full", "busy")
+RETRY_AFTER_SECONDS = 2
+
+
+@contextmanager
+def _translated_errors() -> Iterator[None]:
+    """Driver errors that mean "not now" become :class:`Unavailable` (503 + Retry-After);
+    anything else is a bug and stays what it is."""
+    try:
+        yield
+    except OperationalError as exc:
+        message = str(exc.orig).lower()
+        if any(word in message for word in _UNAVAILABLE):
+            raise Unavailable(
+                "the database is unavailable", retry_after=RETRY_AFTER_SECONDS
+            ) from exc
+        raise

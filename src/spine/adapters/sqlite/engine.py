@@ -26,7 +26,9 @@ def sqlite_path(url: str) -> Path | None:
     return Path(database) if database and database != ":memory:" else None
 
 
-def create_sqlite_engine(url: str, *, immediate: bool) -> Engine:
+def create_sqlite_engine(
+    url: str, *, immediate: bool, busy_timeout_ms: int = BUSY_TIMEOUT_MS
+) -> Engine:
     """An engine whose transactions start with BEGIN IMMEDIATE (writers) or BEGIN (readers).
 
     pysqlite's own transaction handling starts transactions lazily and cannot say
@@ -40,7 +42,7 @@ def create_sqlite_engine(url: str, *, immediate: bool) -> Engine:
     engine = create_engine(
         url,
         module=sqlean,
-        connect_args={"check_same_thread": False, "timeout": BUSY_TIMEOUT_MS / 1000},
+        connect_args={"check_same_thread": False, "timeout": busy_timeout_ms / 1000},
     )
 
     @event.listens_for(engine, "connect")
@@ -53,7 +55,7 @@ def create_sqlite_engine(url: str, *, immediate: bool) -> Engine:
         cursor.execute("PRAGMA journal_mode=WAL")
         # FULL: a commit is on disk before the API answers 202, even across a power cut.
         cursor.execute("PRAGMA synchronous=FULL")
-        cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
 
