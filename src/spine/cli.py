@@ -11,7 +11,6 @@ import mimetypes
 import os
 import signal
 import sys
-import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -139,16 +138,19 @@ def worker(
     settings = _settings(data_dir)
     services = bootstrap(settings)
     pool = WorkerPool(services, concurrency)
-    stopping = threading.Event()
+    signals: list[int] = []
 
     def _on_signal(signum: int, _frame: FrameType | None) -> None:
-        stopping.set()
+        # Only a list append: a handler that takes a lock (Event.set) can deadlock against
+        # the main thread it interrupted.
+        signals.append(signum)
 
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
     pool.start()
     console.print(f"Spine worker: {concurrency} thread(s) on {settings.resolved_database_url()}")
-    stopping.wait()
+    while not signals:
+        time.sleep(0.2)
     console.print("Stopping: finishing or releasing running jobs...")
     if not pool.stop():
         # A released job's thread is still inside the model. Interpreter teardown would

@@ -96,7 +96,7 @@ def test_worker_killed_mid_job_the_job_completes_later_exactly_once(
     api, url = SpineProcess.serve(data_dir, env, workers=0)
     processes.append(api)
     # A long document first, so the worker is surely inside a job when it is killed.
-    accepted = upload_all(url, headers, [document(0, 60)] + [document(i, 2) for i in range(1, 6)])
+    accepted = upload_all(url, headers, [document(0, 150)] + [document(i, 2) for i in range(1, 6)])
 
     first = SpineProcess(["worker"], env, tmp_path / "worker1.log")
     processes.append(first)
@@ -165,7 +165,7 @@ def test_sigterm_releases_a_running_job_that_cannot_finish_in_the_grace_period(
     env = process_env(data_dir, TEST_SECRET)
     api, url = SpineProcess.serve(data_dir, env, workers=0)
     processes.append(api)
-    accepted = upload_all(url, headers, [document(0, 60)])
+    accepted = upload_all(url, headers, [document(0, 150)])
 
     impatient = SpineProcess(
         ["worker"], env | {"SPINE_SHUTDOWN_GRACE_SECONDS": "0"}, tmp_path / "w1.log"
