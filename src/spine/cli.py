@@ -34,6 +34,8 @@ token_app = typer.Typer(help="Make API tokens.", no_args_is_help=True)
 app.add_typer(token_app, name="token")
 dlq_app = typer.Typer(help="The dead-letter queue: jobs that FAILED.", no_args_is_help=True)
 app.add_typer(dlq_app, name="dlq")
+embedder_app = typer.Typer(help="The embedding model as an HTTP service.", no_args_is_help=True)
+app.add_typer(embedder_app, name="embedder")
 bench_app = typer.Typer(help="Benchmarks: numbers you can rerun.", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
 
@@ -159,6 +161,41 @@ def worker(
         sys.stderr.flush()
         os._exit(0)
     services.close()
+
+
+@embedder_app.command("serve")
+def embedder_serve(
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to bind.")] = 8001,
+    batch_size: Annotated[
+        int | None, typer.Option(help="Texts per model call (default: SPINE_EMBED_BATCH_SIZE).")
+    ] = None,
+    threads: Annotated[
+        int | None, typer.Option(help="onnxruntime threads, 0 = auto (SPINE_EMBED_THREADS).")
+    ] = None,
+    max_batch_size: Annotated[
+        int, typer.Option(help="Most inputs one request may carry; more answer 413.", min=1)
+    ] = 256,
+    api_key: Annotated[
+        str | None,
+        typer.Option(
+            envvar="SPINE_EMBEDDER_SERVER_API_KEY", help="Require 'Authorization: Bearer KEY'."
+        ),
+    ] = None,
+) -> None:
+    """Serve the local model over an OpenAI-compatible POST /v1/embeddings."""
+    from spine.embedder_server import serve_embedder
+
+    settings = _settings(None, embed_batch_size=batch_size, embed_threads=threads)
+    console.print(f"Spine embedder  http://{host}:{port}/v1/embeddings")
+    serve_embedder(
+        host,
+        port,
+        settings.embed_batch_size,
+        threads=settings.embed_threads,
+        max_batch_size=max_batch_size,
+        api_key=api_key,
+    )
 
 
 @token_app.command("create")

@@ -6,6 +6,7 @@ so the API edge renders them with one handler and the domain never imports HTTP 
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import ClassVar
 
 
@@ -133,3 +134,16 @@ class TransientError(PipelineError):
     transient = True
     type = "transient"
     title = "Temporary failure"
+
+
+class DownstreamUnavailable(TransientError):
+    """A downstream's circuit breaker is open: no call was made. ``retry_at`` is when it
+    next lets a probe through; work that needs it waits until then."""
+
+    status = 503
+    type = "downstream-unavailable"
+    title = "Downstream unavailable"
+
+    def __init__(self, message: str, *, retry_at: datetime, retry_after: int | None = None) -> None:
+        super().__init__(message, retry_after=retry_after)
+        self.retry_at = retry_at

@@ -56,6 +56,26 @@ class Settings(BaseSettings):
         gt=0,
         description="Largest total uncompressed size of a .docx (zip bomb guard).",
     )
+    embedder_url: str | None = Field(
+        None,
+        description="OpenAI-compatible embeddings URL; unset: the local model in-process.",
+    )
+    embedder_model: str = Field(
+        "all-MiniLM-L6-v2-onnx-int8", description="Model name sent to the endpoint."
+    )
+    embedder_dimension: int = Field(384, gt=0, description="Vector size; must match the index.")
+    embedder_api_key: str | None = Field(None, description="Bearer key for the endpoint.")
+    embedder_timeout_seconds: float = Field(30.0, gt=0, description="Timeout of one request.")
+    embedder_max_retries: int = Field(4, ge=0, description="Retries of one request.")
+    embedder_retry_after_max_seconds: float = Field(
+        30.0, gt=0, description="Cap on a server's Retry-After."
+    )
+    breaker_failure_threshold: int = Field(
+        5, ge=1, description="Failed requests in a row that open the embedder's breaker."
+    )
+    breaker_reset_seconds: float = Field(
+        30.0, gt=0, description="How long the breaker stays open before a probe."
+    )
     embed_batch_size: int = Field(
         16, gt=0, description="Chunks per model call; 16 peaks at ~0.6 GB, 32 at ~1.1 GB."
     )

@@ -137,6 +137,10 @@ class SearchResponse(BaseModel):
     mode: SearchMode
     took_ms: float
     results: list[SearchHitPublic]
+    degraded: list[str] = Field(
+        default_factory=list,
+        description='Legs that could not run: ["vector"] while the embedder is down.',
+    )
 
     @classmethod
     def of(cls, result: SearchResult) -> SearchResponse:
@@ -144,6 +148,7 @@ class SearchResponse(BaseModel):
             query=result.query,
             mode=result.mode,
             took_ms=result.took_ms,
+            degraded=result.degraded,
             results=[
                 SearchHitPublic(
                     document_id=hit.document_id,

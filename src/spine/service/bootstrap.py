@@ -29,6 +29,25 @@ def open_blob_store(url: str) -> BlobStore:
 
 
 def open_embedder(settings: Settings) -> Embedder:
+    if settings.embedder_url:
+        from spine.adapters.embedders.breaker import CircuitBreaker
+        from spine.adapters.embedders.http import HttpEmbedder
+
+        return HttpEmbedder(
+            settings.embedder_url,
+            model=settings.embedder_model,
+            dimension=settings.embedder_dimension,
+            api_key=settings.embedder_api_key,
+            batch_size=settings.embed_batch_size,
+            timeout_seconds=settings.embedder_timeout_seconds,
+            max_retries=settings.embedder_max_retries,
+            retry_after_max_seconds=settings.embedder_retry_after_max_seconds,
+            breaker=CircuitBreaker(
+                failure_threshold=settings.breaker_failure_threshold,
+                reset_seconds=settings.breaker_reset_seconds,
+                name="embedder",
+            ),
+        )
     from spine.adapters.embedders.minilm_onnx import MiniLMOnnxEmbedder
 
     return MiniLMOnnxEmbedder(batch_size=settings.embed_batch_size, threads=settings.embed_threads)

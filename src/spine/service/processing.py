@@ -7,17 +7,28 @@ attempt wrote instead of adding to it, and a worker that lost its lease commits 
 
 from __future__ import annotations
 
+import random
+from datetime import timedelta
+
 import structlog
 
 from spine.domain.documents import Chunk, new_id
 from spine.domain.jobs import Job, JobError, JobState, RetryDecision
-from spine.errors import LeaseLost, NotFound, PipelineError
+from spine.errors import (
+    DownstreamUnavailable,
+    LeaseLost,
+    NotFound,
+    PipelineError,
+    TransientError,
+)
 from spine.pipeline.chunk import chunk_text
 from spine.pipeline.extract import extract
 from spine.service.container import Services
 from spine.service.documents import default_title
 
 log = structlog.get_logger("spine.processing")
+# Jitter needs spread, not unpredictability.
+_jitter = random.Random()  # noqa: S311
 
 
 def run_pipeline(services: Services, job: Job) -> None:
@@ -67,6 +78,21 @@ def process(services: Services, job: Job) -> JobState | None:
         # recording fails with LeaseLost), or its bytes are missing: a permanent error.
         bound.warning("job.not_found", reason=exc.message)
         return _record_failure(services, job, JobError("not-found", exc.message), False)
+    except DownstreamUnavailable as exc:
+        # The embedder's breaker is open: wait for its next probe. Waiting is not the
+        # job's fault, so the attempt is given back.
+        decision = RetryDecision(JobState.RETRYING, exc.retry_at, "waiting for the downstream")
+        return _apply(services, job, decision, JobError(exc.type, exc.message), refund=True)
+    except TransientError as exc:
+        # A downstream failed even after its own retries (the breaker counts these and
+        # opens after a few). Back off and give the attempt back: a downstream outage
+        # must not push good documents into the dead-letter queue.
+        now = services.clock()
+        delay = services.retry.ceiling(job.attempts) * _jitter.random()
+        decision = RetryDecision(
+            JobState.RETRYING, now + timedelta(seconds=delay), "downstream failed"
+        )
+        return _apply(services, job, decision, JobError(exc.type, exc.message), refund=True)
     except PipelineError as exc:
         return _record_failure(services, job, JobError(exc.type, exc.message), exc.transient)
     except Exception as exc:

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+import structlog
 
 from spine.domain.search import Candidate, SearchHit, SearchMode, reciprocal_rank_fusion
-from spine.errors import InvalidRequest
+from spine.errors import InvalidRequest, TransientError
 from spine.service.container import Services
 
+log = structlog.get_logger("spine.search")
 MAX_QUERY_CHARS = 1000
 MAX_K = 100
 
@@ -19,6 +22,8 @@ class SearchResult:
     mode: SearchMode
     took_ms: float
     hits: list[SearchHit]
+    degraded: list[str] = field(default_factory=list)
+    """Legs that could not run (``"vector"`` while the embedder is down)."""
 
 
 def search(
@@ -34,14 +39,24 @@ def search(
         raise InvalidRequest(f"k must be between 1 and {MAX_K}")
     pool = max(k, services.settings.search_candidates)
     # Embed before opening the read transaction: the model is the slow part.
-    vector = services.embedder.embed([query])[0] if mode is not SearchMode.KEYWORD else None
+    vector: list[float] | None = None
+    degraded: list[str] = []
+    if mode is not SearchMode.KEYWORD:
+        try:
+            vector = services.embedder.embed([query])[0]
+        except TransientError as exc:
+            # The embedder is down or its breaker open: answer from the keyword index and
+            # say so, rather than fail the search.
+            log.warning("search.degraded", leg="vector", reason=exc.type)
+            degraded.append("vector")
+    mode_used = SearchMode.KEYWORD if degraded else mode
     with services.db.read() as uow:
         legs: list[list[Candidate]] = []
-        if mode is not SearchMode.SEMANTIC:
+        if mode_used is not SearchMode.SEMANTIC:
             legs.append(uow.index.keyword(tenant_id, query, pool))
         if vector is not None:
             legs.append(uow.index.semantic(tenant_id, vector, pool))
-        if mode is SearchMode.HYBRID:
+        if mode_used is SearchMode.HYBRID:
             ranked = reciprocal_rank_fusion(legs, k=services.settings.rrf_k, limit=k)
         else:
             ranked = legs[0][:k]
@@ -58,4 +73,6 @@ def search(
         if (info := infos.get(cand.chunk_key)) is not None
     ]
     took_ms = (time.perf_counter() - started) * 1000
-    return SearchResult(query=query, mode=mode, took_ms=round(took_ms, 2), hits=hits)
+    return SearchResult(
+        query=query, mode=mode, took_ms=round(took_ms, 2), hits=hits, degraded=degraded
+    )
