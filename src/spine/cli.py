@@ -137,7 +137,7 @@ def worker(
     from spine.queue.worker import WorkerPool
     from spine.service.bootstrap import bootstrap
 
-    settings = _settings(data_dir)
+    settings = _settings(data_dir, workers=concurrency)
     services = bootstrap(settings)
     pool = WorkerPool(services, concurrency)
     signals: list[int] = []

@@ -18,6 +18,7 @@ from typing import BinaryIO, Protocol
 from spine.domain.documents import Chunk, Document
 from spine.domain.jobs import Job, JobError, JobState, RetryDecision, RetryPolicy
 from spine.domain.search import Candidate
+from spine.pipeline.extract import Extracted
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,14 @@ class BlobStore(Protocol):
     def delete(self, tenant_id: str, sha256: str, *, unless_newer_than: float = 0.0) -> bool: ...
 
     def ping(self) -> None: ...
+
+
+class Extractor(Protocol):
+    """Bytes of a known type to text; may run the parser in another process."""
+
+    def extract(self, data: bytes, content_type: str) -> Extracted: ...
+
+    def close(self) -> None: ...
 
 
 class Embedder(Protocol):

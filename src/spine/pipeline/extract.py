@@ -11,6 +11,7 @@ import io
 import re
 import threading
 import unicodedata
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -69,11 +70,25 @@ def _result(text: str, title: str | None, what: str) -> Extracted:
     return Extracted(text=text, title=_clean_title(title))
 
 
-def extract(data: bytes, content_type: str) -> Extracted:
+#: Default of ``extract``'s zip bomb limit; the service passes ``Settings.max_uncompressed_bytes``.
+DEFAULT_MAX_UNCOMPRESSED_BYTES = 200 * 1024 * 1024
+
+
+def extract(
+    data: bytes,
+    content_type: str,
+    *,
+    max_uncompressed_bytes: int = DEFAULT_MAX_UNCOMPRESSED_BYTES,
+) -> Extracted:
     """Extract the text and title of a document of a type from ``SUPPORTED_TYPES``.
 
     Raises ``ExtractionError`` when the bytes cannot be parsed (corrupt, truncated or encrypted
-    files, undecodable text), hold no text, or the content type is not one Spine extracts.
+    files, undecodable text), hold no text, or the content type is not one Spine extracts; and
+    when a .docx would expand to more than ``max_uncompressed_bytes`` or looks like a zip bomb,
+    or an HTML page nests elements absurdly deep.
+
+    Time and memory are not bounded here: a parser can still hang or crash on a hostile file.
+    The service runs this function in ``spine.pipeline.sandbox.ExtractionSandbox``.
     """
     media = content_type.split(";", 1)[0].strip().lower()
     if not data:
@@ -81,7 +96,7 @@ def extract(data: bytes, content_type: str) -> Extracted:
     if media == PDF:
         return _extract_pdf(data)
     if media == DOCX:
-        return _extract_docx(data)
+        return _extract_docx(data, max_uncompressed_bytes)
     if media == HTML:
         return _extract_html(data)
     if media == MARKDOWN:
@@ -201,9 +216,103 @@ def _pdf_pages(document: Any) -> Iterator[str]:
 # --- DOCX --------------------------------------------------------------------------------------
 
 
-def _extract_docx(data: bytes) -> Extracted:
+_ZIP_MAX_MEMBERS = 10_000
+_ZIP_MAX_RATIO = 200
+_ZIP_RATIO_FLOOR = 10 * 1024 * 1024  # members smaller than this may compress as well as they like
+# Word writes stored and deflated members only. zipfile's bzip2 and lzma readers inflate all
+# the compressed bytes of a read in one call, whatever the size asked for.
+_ZIP_METHODS = frozenset({zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED})
+_ZIP_END_RECORD = b"PK\x05\x06"
+_ZIP_END_RECORD_SIZE = 22
+_ZIP_COPY_CHUNK = 1024 * 1024
+
+
+def _mib(size: int) -> str:
+    return f"{size / (1024 * 1024):,.0f}"
+
+
+def _zip_declared_count(data: bytes) -> int | None:
+    """The member count the end-of-central-directory record declares, read before zipfile
+    builds an object per member; None without a record, or when it defers to a ZIP64 record."""
+    end = data.rfind(_ZIP_END_RECORD, max(0, len(data) - _ZIP_END_RECORD_SIZE - 0xFFFF))
+    if end < 0 or len(data) - end < _ZIP_END_RECORD_SIZE:
+        return None
+    count = int.from_bytes(data[end + 10 : end + 12], "little")
+    return None if count == 0xFFFF else count
+
+
+def _check_zip_directory(data: bytes, max_uncompressed_bytes: int) -> None:
+    """Refuse a .docx whose zip would expand absurdly, from its central directory alone."""
+    declared = _zip_declared_count(data)
+    if declared is not None and declared > _ZIP_MAX_MEMBERS:
+        raise ExtractionError(
+            f"refused as a possible zip bomb: the Word document holds {declared:,} files, "
+            f"more than {_ZIP_MAX_MEMBERS:,}"
+        )
     try:
-        document = docx.Document(io.BytesIO(data))
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            members = archive.infolist()
+    except Exception as exc:
+        raise ExtractionError(
+            f"cannot open the Word document, it is damaged or not a .docx file: {exc}"
+        ) from exc
+    if len(members) > _ZIP_MAX_MEMBERS:
+        raise ExtractionError(
+            f"refused as a possible zip bomb: the Word document holds {len(members):,} files, "
+            f"more than {_ZIP_MAX_MEMBERS:,}"
+        )
+    total = 0
+    for member in members:
+        name = member.filename[:100]
+        if member.compress_type not in _ZIP_METHODS:
+            raise ExtractionError(
+                f"the Word document is not a .docx file: {name!r} uses zip compression method "
+                f"{member.compress_type}, which Word does not use"
+            )
+        if (
+            member.file_size > _ZIP_RATIO_FLOOR
+            and member.file_size > _ZIP_MAX_RATIO * member.compress_size
+        ):
+            ratio = member.file_size / max(member.compress_size, 1)
+            raise ExtractionError(
+                f"refused as a possible zip bomb: {name!r} in the Word document expands "
+                f"{ratio:,.0f} times, to {_mib(member.file_size)} MB"
+            )
+        total += member.file_size
+    if total > max_uncompressed_bytes:
+        raise ExtractionError(
+            f"refused as a possible zip bomb: the Word document would expand to "
+            f"{_mib(total)} MB, more than the limit of {_mib(max_uncompressed_bytes)} MB"
+        )
+
+
+def _bounded_docx_copy(data: bytes) -> io.BytesIO:
+    """The .docx's members re-stored uncompressed, read ``_ZIP_COPY_CHUNK`` at a time.
+
+    The sizes in a zip's directory can lie. zipfile stops at a member's declared size and then
+    checks its CRC, but a ``read()`` of a whole member (python-docx's way) first inflates up to
+    2 GiB at once. Reading in chunks keeps the inflated data at the declared size, which
+    ``_check_zip_directory`` has bounded; stored members are then read as they are.
+    """
+    copy = io.BytesIO()
+    with (
+        zipfile.ZipFile(io.BytesIO(data)) as source,
+        zipfile.ZipFile(copy, "w", zipfile.ZIP_STORED) as target,
+    ):
+        for member in source.infolist():
+            if member.is_dir():
+                continue
+            with source.open(member) as reader, target.open(member.filename, "w") as writer:
+                while chunk := reader.read(_ZIP_COPY_CHUNK):
+                    writer.write(chunk)
+    copy.seek(0)
+    return copy
+
+
+def _extract_docx(data: bytes, max_uncompressed_bytes: int) -> Extracted:
+    _check_zip_directory(data, max_uncompressed_bytes)
+    try:
+        document = docx.Document(_bounded_docx_copy(data))
     except Exception as exc:
         raise ExtractionError(
             f"cannot open the Word document, it is damaged or not a .docx file: {exc}"
@@ -265,6 +374,55 @@ _BLOCKS = frozenset(
 )  # fmt: skip
 _CELLS = frozenset({"td", "th"})
 _META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([A-Za-z0-9._:-]+)""", re.I)
+
+# Nesting deeper than this is refused before parsing. Deep markup cannot exhaust the stack
+# (lexbor builds the tree without recursion, and _html_walk does not recurse), but lexbor's
+# tree builder scans the stack of open elements at many start tags (<div>, <p>, <ul>...), so its
+# time grows with the square of the depth: 10,000 nested <div> parse in 0.2 s, 100,000 in 35 s.
+_HTML_MAX_DEPTH = 10_000
+# Comments and raw-text elements (their content is not markup), then any start or end tag.
+# [^<>] keeps every attempt to match a tag short, so the scan stays linear on hostile input.
+_HTML_TOKEN = re.compile(
+    r"<!--.*?(?:-->|\Z)"
+    r"|<(script|style|textarea|title|xmp|iframe|noembed|noframes|plaintext)\b[^<>]*>"
+    r".*?(?:</\1\s*>|\Z)"
+    r"|<(/?)([a-z][a-z0-9-]*)[^<>]*?(/?)>",
+    re.I | re.S,
+)
+# Elements that do not deepen the tree: void ones, those an unclosed sibling ends (<p>, <li>),
+# and those the parser never nests in themselves (<a>, <button>, <form>, <nobr>).
+_HTML_FLAT = frozenset(
+    {
+        "area", "base", "basefont", "bgsound", "br", "col", "embed", "frame", "hr", "image",
+        "img", "input", "keygen", "link", "meta", "param", "source", "track", "wbr",
+        "p", "li", "dd", "dt", "option", "optgroup", "tr", "td", "th", "thead", "tbody", "tfoot",
+        "caption", "colgroup", "rb", "rp", "rt", "rtc", "html", "head", "body",
+        "a", "button", "form", "nobr",
+    }
+)  # fmt: skip
+
+
+def _html_too_deep(text: str, limit: int = _HTML_MAX_DEPTH) -> bool:
+    """Whether the markup nests elements deeper than ``limit``, estimated from the tags alone.
+
+    An estimate: the parser's own rules close some elements without end tags. Those are left
+    out of the count, and stray end tags lower it, so it errs low rather than refuse a real
+    page. Formatting tags left open (<font>, <b>) do nest in the parsed tree too, and count.
+    """
+    if text.count("<") <= limit:
+        return False
+    depth = 0
+    for token in _HTML_TOKEN.finditer(text):
+        name = token.group(3)
+        if name is None or token.group(4) or name.lower() in _HTML_FLAT:
+            continue
+        if token.group(2):
+            depth = max(0, depth - 1)
+        else:
+            depth += 1
+            if depth > limit:
+                return True
+    return False
 
 
 class _HtmlText:
@@ -354,6 +512,10 @@ def _extract_html(data: bytes) -> Extracted:
     if charset is not None and charset.lower().replace("-", "").startswith(("utf16", "utf32")):
         charset = None  # an ASCII-compatible page cannot really be UTF-16 (HTML spec)
     text = _decode(data, charset)
+    if _html_too_deep(text):
+        raise ExtractionError(
+            f"the HTML page nests elements more than {_HTML_MAX_DEPTH:,} levels deep"
+        )
     try:
         tree = LexborHTMLParser(text)
         title = _html_title(tree)

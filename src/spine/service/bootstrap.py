@@ -9,6 +9,7 @@ from spine.adapters.blob.local import LocalBlobStore
 from spine.adapters.sql import migrate
 from spine.adapters.sqlite.database import SqliteDatabase
 from spine.domain.jobs import RetryPolicy
+from spine.pipeline.sandbox import ExtractionSandbox
 from spine.ports import BlobStore, Database, Embedder
 from spine.service.container import Services
 from spine.settings import Settings
@@ -62,5 +63,12 @@ def bootstrap(settings: Settings, *, embedder: Embedder | None = None) -> Servic
         ),
         blobs=open_blob_store(settings.resolved_blob_url()),
         embedder=embedder or open_embedder(settings),
+        # Children start on first use: an API-only process never starts one.
+        extractor=ExtractionSandbox(
+            settings.extract_timeout_seconds,
+            settings.extract_memory_mb,
+            settings.max_uncompressed_bytes,
+            max_children=max(1, settings.workers),
+        ),
         retry=RetryPolicy(settings.retry_base_seconds, settings.retry_max_seconds),
     )

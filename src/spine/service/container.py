@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from spine.domain.jobs import RetryPolicy
-from spine.ports import BlobStore, Database, Embedder
+from spine.ports import BlobStore, Database, Embedder, Extractor
 from spine.settings import Settings
 
 
@@ -21,8 +21,10 @@ class Services:
     db: Database
     blobs: BlobStore
     embedder: Embedder
+    extractor: Extractor
     retry: RetryPolicy
     clock: Callable[[], datetime] = utc_now
 
     def close(self) -> None:
+        self.extractor.close()
         self.db.close()

@@ -22,7 +22,6 @@ from spine.errors import (
     TransientError,
 )
 from spine.pipeline.chunk import chunk_text
-from spine.pipeline.extract import extract
 from spine.service.container import Services
 from spine.service.documents import default_title
 
@@ -40,7 +39,7 @@ def run_pipeline(services: Services, job: Job) -> None:
     with services.db.read() as uow:
         document = uow.documents.get(tenant_id, job.document_id)
     data = services.blobs.get(tenant_id, document.sha256)
-    extracted = extract(data, document.content_type)
+    extracted = services.extractor.extract(data, document.content_type)
     spans = chunk_text(
         extracted.text,
         target_tokens=settings.chunk_target_tokens,
