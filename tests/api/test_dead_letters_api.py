@@ -27,6 +27,7 @@ def test_corrupt_file_fails_permanently_after_one_attempt(
     assert job["state"] == "FAILED"
     assert job["attempts"] == 1
     assert job["error"]["type"] == "extraction-failed"
+    assert job["error"]["transient"] is False
     assert "PDF" in job["error"]["message"]
 
 

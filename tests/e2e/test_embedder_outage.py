@@ -70,6 +70,7 @@ def test_embedder_outage_waits_and_loses_nothing(tmp_path: Path) -> None:
             waiting = client.get("/v1/jobs", params={"state": "RETRYING"}).json()["items"]
             assert waiting, "jobs wait in RETRYING while the embedder is down"
             assert {j["error"]["type"] for j in waiting} <= {"downstream-unavailable", "transient"}
+            assert all(j["error"]["transient"] for j in waiting)
 
             embedder = start_embedder(embed_port, tmp_path / "embedder2.log", env)
             jobs = [wait_for_job(client, job_id, headers, timeout=180) for job_id in job_ids]

@@ -49,6 +49,7 @@ class DocumentPage(BaseModel):
 class JobErrorPublic(BaseModel):
     type: str
     message: str
+    transient: bool = Field(description="True: the job is retried; false: it is permanent.")
 
 
 class JobEventPublic(BaseModel):
@@ -79,7 +80,9 @@ class JobPublic(BaseModel):
             state=job.state,
             attempts=job.attempts,
             max_attempts=job.max_attempts,
-            error=JobErrorPublic(type=job.error.type, message=job.error.message)
+            error=JobErrorPublic(
+                type=job.error.type, message=job.error.message, transient=job.error.transient
+            )
             if job.error
             else None,
             created_at=job.created_at,

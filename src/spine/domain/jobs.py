@@ -57,10 +57,21 @@ def check_transition(current: JobState, target: JobState) -> None:
         raise IllegalTransition(f"{current} -> {target} is not an allowed job transition")
 
 
+#: Error types whose job is retried: the cause is outside the document (a downstream, a
+#: lost worker, a shutdown, an unclassified bug). Every other type is permanent.
+TRANSIENT_ERROR_TYPES = frozenset(
+    {"transient", "downstream-unavailable", "lease-expired", "released", "internal-error"}
+)
+
+
 @dataclass(frozen=True)
 class JobError:
     type: str
     message: str
+
+    @property
+    def transient(self) -> bool:
+        return self.type in TRANSIENT_ERROR_TYPES
 
 
 @dataclass(frozen=True)
