@@ -139,9 +139,16 @@ class RetryPolicy:
             return RetryDecision(JobState.FAILED, None, "permanent error")
         if attempts >= max_attempts:
             return RetryDecision(JobState.FAILED, None, f"attempts exhausted ({attempts})")
+        return self.wait(attempts, now=now, rng=rng)
+
+    def wait(
+        self, attempts: int, *, now: datetime, rng: random.Random | None = None, why: str = "retry"
+    ) -> RetryDecision:
+        """RETRYING after a jittered backoff, whatever the attempts: for waits that are not
+        the job's fault (a downstream outage), which must not dead-letter it."""
         delay = (rng or _jitter).uniform(0.0, self.ceiling(attempts))
         return RetryDecision(
-            JobState.RETRYING, now + timedelta(seconds=delay), f"retry in {delay:.1f}s"
+            JobState.RETRYING, now + timedelta(seconds=delay), f"{why} in {delay:.1f}s"
         )
 
 

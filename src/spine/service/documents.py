@@ -91,7 +91,6 @@ def upload(
         else:
             uow.documents.set_latest_job(tenant_id, document.id, job.id)
         uow.jobs.enqueue(tenant_id, job)
-    with services.db.read() as uow:
         return Accepted(
             uow.documents.get(tenant_id, document.id),
             uow.jobs.get(tenant_id, job.id),

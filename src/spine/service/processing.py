@@ -7,9 +7,6 @@ attempt wrote instead of adding to it, and a worker that lost its lease commits 
 
 from __future__ import annotations
 
-import random
-from datetime import timedelta
-
 import structlog
 
 from spine.domain.documents import Chunk, new_id
@@ -26,8 +23,6 @@ from spine.service.container import Services
 from spine.service.documents import default_title
 
 log = structlog.get_logger("spine.processing")
-# Jitter needs spread, not unpredictability.
-_jitter = random.Random()  # noqa: S311
 
 
 def run_pipeline(services: Services, job: Job) -> None:
@@ -86,10 +81,8 @@ def process(services: Services, job: Job) -> JobState | None:
         # A downstream failed even after its own retries (the breaker counts these and
         # opens after a few). Back off and give the attempt back: a downstream outage
         # must not push good documents into the dead-letter queue.
-        now = services.clock()
-        delay = services.retry.ceiling(job.attempts) * _jitter.random()
-        decision = RetryDecision(
-            JobState.RETRYING, now + timedelta(seconds=delay), "downstream failed"
+        decision = services.retry.wait(
+            job.attempts, now=services.clock(), why="downstream failed, retry"
         )
         return _apply(services, job, decision, JobError(exc.type, exc.message), refund=True)
     except PipelineError as exc:
