@@ -190,6 +190,20 @@ class HitInfo:
     snippet: str
 
 
+# -- Audit log (issue 4) ------------------------------------------------------------
+
+
+class AuditRepository(Protocol):
+    """The append-only audit log; every method names its tenant."""
+
+
+# -- Personal data: tenant keys, the vault, policies (issue 4) -------------------------
+
+
+class PrivacyRepository(Protocol):
+    """Tenant keys (wrapped), vault entries and PII policies; every method names its tenant."""
+
+
 class UnitOfWork(Protocol):
     """Repositories sharing one transaction: committed on a clean exit, rolled back else."""
 
@@ -204,6 +218,12 @@ class UnitOfWork(Protocol):
 
     @property
     def idempotency(self) -> IdempotencyRepository: ...
+
+    @property
+    def audit(self) -> AuditRepository: ...
+
+    @property
+    def privacy(self) -> PrivacyRepository: ...
 
 
 class Database(Protocol):

@@ -31,6 +31,48 @@ class Settings(BaseSettings):
         description="HS256 secret; when unset one is generated once into <data_dir>/jwt-secret.",
     )
     jwt_issuer: str = Field("spine", description="The iss claim of tokens Spine makes and expects.")
+    jwt_audience: str = Field("spine", description="The aud claim tokens must carry.")
+    jwt_algorithms: list[str] = Field(
+        ["HS256", "RS256", "ES256"],
+        description="Allow-listed JWS algorithms (JSON list); a production deployment that "
+        "uses a JWKS drops HS256.",
+    )
+    jwt_jwks_url: str | None = Field(
+        None,
+        description="Public keys for RS256/ES256: a JWKS file path or an https:// URL.",
+    )
+    jwt_jwks_refresh_seconds: float = Field(
+        300.0, gt=0, description="How long a fetched JWKS is used before it is fetched again."
+    )
+    jwt_leeway_seconds: int = Field(
+        30, ge=0, le=300, description="Clock skew tolerated on exp, nbf and iat."
+    )
+    master_key: str | None = Field(
+        None,
+        description="Base64 of the 32-byte key that wraps every tenant's keys; when unset "
+        "one is generated once into <data_dir>/master-key (mode 0600).",
+    )
+    pii_phone_region: str = Field(
+        "US", description="Region assumed for phone numbers written without a country code."
+    )
+    rate_limit_reader: str = Field(
+        "20/s burst 40", description="Token bucket of each reader subject (and of its tenant x5)."
+    )
+    rate_limit_writer: str = Field(
+        "10/s burst 20", description="Token bucket of each writer subject (and of its tenant x5)."
+    )
+    rate_limit_admin: str = Field(
+        "20/s burst 40", description="Token bucket of each admin subject (and of its tenant x5)."
+    )
+    rate_limit_tenant_factor: float = Field(
+        5.0, gt=0, description="A tenant's bucket is this many times one subject's."
+    )
+    max_header_bytes: int = Field(
+        16 * 1024, gt=0, description="Largest total size of a request's headers (431 above)."
+    )
+    max_json_body_bytes: int = Field(
+        1024 * 1024, gt=0, description="Largest body of a request that is not an upload."
+    )
     max_upload_bytes: int = Field(
         25 * 1024 * 1024, gt=0, description="Largest accepted upload, enforced while it streams."
     )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import secrets
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -11,6 +10,7 @@ import jwt
 
 from spine.domain.auth import Principal, Role
 from spine.errors import Unauthenticated
+from spine.service import secret_files
 
 ALGORITHM = "HS256"
 LEEWAY_SECONDS = 30
@@ -21,30 +21,14 @@ MIN_SECRET_BYTES = 32
 def load_or_create_secret(configured: str | None, data_dir: Path) -> str:
     """The configured secret, else the one generated once into the data dir (mode 0600).
 
-    The file is written whole under a temporary name, fsynced, then linked into place:
-    two processes starting together agree on one secret, and a crash never leaves an
-    empty one behind.
+    Two processes starting together agree on one secret (see ``secret_files``).
     """
     if configured:
         if len(configured.encode()) < MIN_SECRET_BYTES:
             raise ValueError(f"SPINE_JWT_SECRET must be at least {MIN_SECRET_BYTES} bytes")
         return configured
     path = data_dir / SECRET_FILE
-    if not path.exists():
-        data_dir.mkdir(parents=True, exist_ok=True)
-        tmp = data_dir / f".{SECRET_FILE}.{os.getpid()}.{secrets.token_hex(4)}"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            os.write(fd, secrets.token_urlsafe(48).encode("ascii"))
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        try:
-            os.link(tmp, path)  # fails if another process linked its secret first
-        except FileExistsError:
-            pass
-        finally:
-            tmp.unlink()
+    secret_files.read_or_create(path, lambda: secrets.token_urlsafe(48).encode("ascii"))
     secret = path.read_text(encoding="ascii").strip()
     if len(secret.encode()) < MIN_SECRET_BYTES:
         raise ValueError(f"{path} holds no usable secret; remove it to generate a new one")

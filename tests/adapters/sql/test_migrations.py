@@ -24,7 +24,7 @@ SPINE_TABLES = {
     "chunks_vec",
     "idempotency_keys",
 }
-HEAD = "0002"
+HEAD = "0003"
 # SQLite's own bookkeeping tables, and Alembic's, survive a downgrade to base.
 BOOKKEEPING = {"alembic_version", "sqlite_sequence"}
 

@@ -13,11 +13,13 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
     Text,
     TypeDecorator,
+    UniqueConstraint,
 )
 from sqlalchemy.engine import Dialect
 
@@ -101,6 +103,7 @@ jobs = Table(
     Column("started_at", UtcDateTime),
     Column("finished_at", UtcDateTime),
     Column("updated_at", UtcDateTime, nullable=False),
+    Column("created_by", String(256)),
     Index("ix_jobs_state_next_run_at", "state", "next_run_at"),
     Index("ix_jobs_state_lease_expires_at", "state", "lease_expires_at"),
     Index("ix_jobs_tenant_id_id", "tenant_id", "id"),
@@ -134,4 +137,72 @@ idempotency_keys = Table(
     Column("created_at", UtcDateTime, nullable=False),
     Column("expires_at", UtcDateTime, nullable=False),
     Index("ix_idempotency_keys_expires_at", "expires_at"),
+)
+
+# -- Security and privacy (migration 0003) -------------------------------------------
+
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    # "-" holds what happened before anyone was authenticated (rejected tokens).
+    Column("tenant_id", String(128), nullable=False),
+    Column("at", UtcDateTime, nullable=False),
+    Column("actor", String(256), nullable=False),
+    Column("action", String(64), nullable=False),
+    Column("resource", String(256), nullable=False),
+    Column("request_id", String(128), nullable=False),
+    Column("outcome", String(64), nullable=False),
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
+    Index("ix_audit_log_tenant_seq", "tenant_id", "seq"),
+)
+
+# The newest entry of each tenant's chain: the lock that orders appends, and the anchor
+# that makes a cut-off tail detectable.
+audit_heads = Table(
+    "audit_heads",
+    metadata,
+    Column("tenant_id", String(128), primary_key=True),
+    Column("seq", Integer, nullable=False),
+    Column("hash", String(64), nullable=False),
+    Column("count", Integer, nullable=False),
+)
+
+# Per-tenant keys, each wrapped (AES-GCM) by the master key.
+tenant_keys = Table(
+    "tenant_keys",
+    metadata,
+    Column("tenant_id", String(128), primary_key=True),
+    Column("master_key_id", String(64), nullable=False),
+    Column("wrapped_data_key", LargeBinary, nullable=False),
+    Column("wrapped_token_key", LargeBinary, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+)
+
+# Original PII values, encrypted under the tenant's data key; one row per token per document.
+pii_vault = Table(
+    "pii_vault",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("tenant_id", String(128), nullable=False),
+    Column(
+        "document_id", String(64), ForeignKey("documents.id", ondelete="CASCADE"), nullable=False
+    ),
+    Column("token", String(64), nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("nonce", LargeBinary, nullable=False),
+    Column("ciphertext", LargeBinary, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    UniqueConstraint("tenant_id", "document_id", "token", name="uq_pii_vault_document_token"),
+    Index("ix_pii_vault_tenant_token", "tenant_id", "token"),
+)
+
+pii_policies = Table(
+    "pii_policies",
+    metadata,
+    Column("tenant_id", String(128), primary_key=True),
+    Column("policy", JSON, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+    Column("updated_by", String(256), nullable=False),
 )

@@ -10,9 +10,11 @@ from dataclasses import dataclass
 from sqlalchemy import Connection, text
 from sqlalchemy.exc import OperationalError
 
+from spine.adapters.sql.audit import SqlAuditRepository
 from spine.adapters.sql.documents import SqlDocumentRepository
 from spine.adapters.sql.idempotency import SqlIdempotencyRepository
 from spine.adapters.sql.jobs import SqlJobRepository
+from spine.adapters.sql.privacy import SqlPrivacyRepository
 from spine.adapters.sqlite.engine import BUSY_TIMEOUT_MS, create_sqlite_engine
 from spine.adapters.sqlite.search_index import SqliteSearchIndex
 from spine.errors import Unavailable
@@ -24,6 +26,8 @@ class SqliteUnitOfWork:
     jobs: SqlJobRepository
     index: SqliteSearchIndex
     idempotency: SqlIdempotencyRepository
+    audit: SqlAuditRepository
+    privacy: SqlPrivacyRepository
 
     @classmethod
     def on(cls, conn: Connection) -> SqliteUnitOfWork:
@@ -32,6 +36,8 @@ class SqliteUnitOfWork:
             SqlJobRepository(conn),
             SqliteSearchIndex(conn),
             SqlIdempotencyRepository(conn),
+            SqlAuditRepository(conn),
+            SqlPrivacyRepository(conn),
         )
 
 
