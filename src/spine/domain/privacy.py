@@ -22,7 +22,7 @@ KIND_NAME = re.compile(r"[A-Z][A-Z0-9_]{1,31}")
 #: Hex digits of the HMAC kept in a token: 48 bits, so two values of one tenant collide
 #: with a chance of about 1 in 10^14 per pair, yet a token stays short in a snippet.
 TOKEN_HEX_CHARS = 12
-TOKEN = re.compile(r"<([A-Z][A-Z0-9_]{1,31}):([0-9a-f]{%d})>" % TOKEN_HEX_CHARS)
+TOKEN = re.compile(rf"<([A-Z][A-Z0-9_]{{1,31}}):([0-9a-f]{{{TOKEN_HEX_CHARS}}})>")
 
 
 def format_token(kind: str, digest_hex: str) -> str:
