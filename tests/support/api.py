@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from typing import Any
 
 import httpx
@@ -17,16 +18,24 @@ TERMINAL = {"SUCCEEDED", "FAILED"}
 
 
 def bearer(
-    settings: Settings, secret: str, tenant: str, role: Role = Role.WRITER
+    settings: Settings,
+    secret: str,
+    tenant: str,
+    role: Role = Role.WRITER,
+    *,
+    scopes: Iterable[str] = (),
+    subject: str = "test",
 ) -> dict[str, str]:
     token = create_token(
         secret,
         tenant_id=tenant,
         role=role,
-        subject="test",
+        subject=subject,
         ttl_seconds=600,
         issuer=settings.jwt_issuer,
+        audience=settings.jwt_audience,
         now=utc_now(),
+        scopes=scopes,
     )
     return {"Authorization": f"Bearer {token}"}
 

@@ -1,9 +1,10 @@
-"""Who is calling, and what their role lets them do."""
+"""Who is calling, and what their role and scopes let them do."""
 
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 
 from spine.errors import Forbidden
 
@@ -20,6 +21,13 @@ class Permission(enum.StrEnum):
     ADMIN = "admin"
 
 
+class Scope(enum.StrEnum):
+    """Grants beyond the role. A role never implies a scope: even an admin sees raw PII
+    only with a token that was issued for it."""
+
+    PII_READ = "pii:read"
+
+
 GRANTS: dict[Role, frozenset[Permission]] = {
     Role.READER: frozenset({Permission.READ}),
     Role.WRITER: frozenset({Permission.READ, Permission.WRITE}),
@@ -27,12 +35,24 @@ GRANTS: dict[Role, frozenset[Permission]] = {
 }
 
 
+def parse_scopes(values: Iterable[object]) -> frozenset[Scope]:
+    """The scopes Spine defines among ``values``. An identity provider issues many scopes
+    for other audiences, so unknown ones are dropped, not refused."""
+    known = {scope.value: scope for scope in Scope}
+    return frozenset(known[value] for value in values if isinstance(value, str) and value in known)
+
+
 @dataclass(frozen=True)
 class Principal:
     subject: str
     tenant_id: str
     role: Role
+    scopes: frozenset[Scope] = field(default_factory=frozenset)
 
     def require(self, permission: Permission) -> None:
         if permission not in GRANTS[self.role]:
             raise Forbidden(f"role {self.role} may not {permission}")
+
+    def require_scope(self, scope: Scope) -> None:
+        if scope not in self.scopes:
+            raise Forbidden(f"the token lacks the {scope} scope")

@@ -1,0 +1,1 @@
+"""Key material for JSON Web Tokens: the JWKS source and signing keys."""
