@@ -1,0 +1,1 @@
+"""Rate limiter stores: where the token buckets live."""
