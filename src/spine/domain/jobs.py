@@ -99,6 +99,9 @@ class Job:
     lease_token: str | None = None
     lease_expires_at: datetime | None = None
     events: tuple[JobEvent, ...] = ()
+    created_by: str | None = None
+    """The subject who queued the job (uploaded, reprocessed or retried it); None for a
+    job nobody asked for by name. Who may read a job follows from it."""
 
 
 @dataclass(frozen=True)

@@ -29,8 +29,10 @@ def claim_next(services: Services, worker_id: str) -> Job | None:
     """Reap expired leases, then claim one runnable job, in one write transaction."""
     now = services.clock()
     with services.db.write() as uow:
-        uow.jobs.reap_expired(now=now, policy=services.retry)
-        return uow.jobs.claim(
+        # The one place that takes jobs of every tenant: the claimed job carries its
+        # tenant into every later call (heartbeat, succeed, fail).
+        uow.dispatch.reap_expired(now=now, policy=services.retry)
+        return uow.dispatch.claim(
             worker_id=worker_id, now=now, lease_seconds=services.settings.job_lease_seconds
         )
 

@@ -27,7 +27,13 @@ def seconds(n: float) -> timedelta:
     return timedelta(seconds=n)
 
 
-def make_job(tenant_id: str = "acme", *, created_at: datetime = T0, max_attempts: int = 3) -> Job:
+def make_job(
+    tenant_id: str = "acme",
+    *,
+    created_at: datetime = T0,
+    max_attempts: int = 3,
+    created_by: str | None = None,
+) -> Job:
     return Job(
         id=new_id("job"),
         tenant_id=tenant_id,
@@ -40,6 +46,7 @@ def make_job(tenant_id: str = "acme", *, created_at: datetime = T0, max_attempts
         started_at=None,
         finished_at=None,
         next_run_at=None,
+        created_by=created_by,
     )
 
 
@@ -61,8 +68,8 @@ def enqueue(db: SqliteDatabase, job: Job) -> Job:
 def claim(db: SqliteDatabase, worker_id: str, now: datetime) -> Job | None:
     """What the worker does: reap expired leases, then claim, in one write transaction."""
     with db.write() as uow:
-        uow.jobs.reap_expired(now=now, policy=POLICY)
-        return uow.jobs.claim(worker_id=worker_id, now=now, lease_seconds=LEASE)
+        uow.dispatch.reap_expired(now=now, policy=POLICY)
+        return uow.dispatch.claim(worker_id=worker_id, now=now, lease_seconds=LEASE)
 
 
 def claimed(db: SqliteDatabase, worker_id: str, now: datetime) -> Job:
@@ -339,7 +346,7 @@ def test_heartbeat_extends_the_lease_so_the_reaper_leaves_the_job_running(
     assert extended.lease_expires_at == T0 + seconds(20 + LEASE)
     assert extended.events == got.events  # renewals are not state changes
     with db.write() as uow:
-        assert uow.jobs.reap_expired(now=T0 + seconds(LEASE + 10), policy=POLICY) == 0
+        assert uow.dispatch.reap_expired(now=T0 + seconds(LEASE + 10), policy=POLICY) == 0
     assert get(db, job).state is JobState.RUNNING
     succeed(db, got, got.lease_token, T0 + seconds(LEASE + 10))
     assert get(db, job).state is JobState.SUCCEEDED
@@ -380,7 +387,7 @@ def test_reaper_leaves_a_job_whose_lease_has_not_run_out(db: SqliteDatabase) -> 
     claimed(db, "w1", T0)
 
     with db.write() as uow:
-        assert uow.jobs.reap_expired(now=T0 + seconds(LEASE - 1), policy=POLICY) == 0
+        assert uow.dispatch.reap_expired(now=T0 + seconds(LEASE - 1), policy=POLICY) == 0
 
     assert get(db, job).state is JobState.RUNNING
 
@@ -393,7 +400,7 @@ def test_reaper_turns_an_expired_running_job_into_retrying_with_lease_expired_er
     now = T0 + seconds(LEASE + 1)
 
     with db.write() as uow:
-        assert uow.jobs.reap_expired(now=now, policy=POLICY) == 1
+        assert uow.dispatch.reap_expired(now=now, policy=POLICY) == 1
 
     reaped = get(db, job)
     assert reaped.state is JobState.RETRYING
@@ -415,7 +422,7 @@ def test_reaper_dead_letters_an_expired_job_that_has_no_attempts_left(
     now = T0 + seconds(LEASE + 1)
 
     with db.write() as uow:
-        assert uow.jobs.reap_expired(now=now, policy=POLICY) == 1
+        assert uow.dispatch.reap_expired(now=now, policy=POLICY) == 1
 
     dead = get(db, job)
     assert dead.state is JobState.FAILED
@@ -434,7 +441,7 @@ def test_reaper_ignores_pending_retrying_and_finished_jobs(db: SqliteDatabase) -
     succeed(db, got, got.lease_token, T0)
 
     with db.write() as uow:
-        assert uow.jobs.reap_expired(now=T0 + timedelta(days=1), policy=POLICY) == 0
+        assert uow.dispatch.reap_expired(now=T0 + timedelta(days=1), policy=POLICY) == 0
 
     assert get(db, pending).state is JobState.PENDING
     assert get(db, done).state is JobState.SUCCEEDED
@@ -448,7 +455,7 @@ def test_worker_whose_lease_was_reaped_and_reclaimed_cannot_finish_but_the_new_o
     assert stale.lease_token is not None
     # w1 stalls past its lease: the reaper takes the job back, w2 claims it after backoff.
     with db.write() as uow:
-        assert uow.jobs.reap_expired(now=T0 + seconds(LEASE + 1), policy=POLICY) == 1
+        assert uow.dispatch.reap_expired(now=T0 + seconds(LEASE + 1), policy=POLICY) == 1
     fresh = claimed(db, "w2", T0 + seconds(LEASE + 1 + POLICY.ceiling(1)))
     assert fresh.id == job.id
     assert fresh.lease_token is not None
@@ -563,3 +570,101 @@ def test_delete_for_document_removes_the_documents_jobs_and_events_of_that_tenan
     with pytest.raises(NotFound):
         get(db, job)
     assert get(db, other).events  # other documents' jobs keep their history
+
+
+def dead_letter(db: SqliteDatabase, job: Job, now: datetime = T0) -> Job:
+    """Enqueue ``job`` and fail it permanently: a FAILED job, ready to be retried."""
+    enqueue(db, job)
+    got = claimed(db, "w1", now)
+    assert got.id == job.id
+    assert got.lease_token is not None
+    fail(
+        db, got, got.lease_token, RetryDecision(JobState.FAILED, None, "permanent"), now, PERMANENT
+    )
+    return get(db, job)
+
+
+def test_requeue_under_another_tenant_is_not_found_and_changes_nothing(
+    db: SqliteDatabase,
+) -> None:
+    job = dead_letter(db, make_job("acme", created_by="alice"))
+
+    with pytest.raises(NotFound), db.write() as uow:
+        uow.jobs.requeue("globex", job.id, now=T0, detail="retried", queued_by="mallory")
+
+    assert get(db, job) == job
+    with db.read() as uow:
+        assert uow.jobs.failed_ids("globex", error_type=None, limit=10) == []
+        assert uow.jobs.failed_ids("acme", error_type=None, limit=10) == [job.id]
+
+
+def test_count_by_state_counts_only_the_tenants_jobs(db: SqliteDatabase) -> None:
+    enqueue(db, make_job("acme"))
+    enqueue(db, make_job("acme"))
+    enqueue(db, make_job("globex"))
+
+    with db.read() as uow:
+        acme = uow.jobs.count_by_state("acme")
+        globex = uow.jobs.count_by_state("globex")
+        initech = uow.jobs.count_by_state("initech")
+
+    assert acme[JobState.PENDING] == 2
+    assert globex[JobState.PENDING] == 1
+    assert sum(initech.values()) == 0
+
+
+# -- who queued a job ----------------------------------------------------------------------
+
+
+def test_a_job_keeps_who_queued_it_through_claim_and_finish(db: SqliteDatabase) -> None:
+    job = enqueue(db, make_job(created_by="alice"))
+
+    got = claimed(db, "w1", T0)
+    assert got.created_by == "alice"
+    assert got.lease_token is not None
+    succeed(db, got, got.lease_token, T0)
+
+    assert get(db, job).created_by == "alice"
+    assert enqueue(db, make_job()).created_by is None
+
+
+def test_reads_narrowed_to_one_subject_see_only_the_jobs_it_queued(db: SqliteDatabase) -> None:
+    alices = {enqueue(db, make_job(created_by="alice")).id for _ in range(3)}
+    bobs = enqueue(db, make_job(created_by="bob"))
+    nobodys = enqueue(db, make_job())
+
+    with db.read() as uow:
+        listed = uow.jobs.list("acme", state=None, created_by="alice", limit=10, after=None)
+        everyone = uow.jobs.list("acme", state=None, limit=10, after=None)
+        counts = uow.jobs.count_by_state("acme", created_by="alice")
+        uow.jobs.get("acme", bobs.id, created_by="bob")
+        with pytest.raises(NotFound, match=f"job {bobs.id} not found"):
+            uow.jobs.get("acme", bobs.id, created_by="alice")
+        with pytest.raises(NotFound, match=f"job {nobodys.id} not found"):
+            uow.jobs.get("acme", nobodys.id, created_by="alice")
+
+    assert {job.id for job in listed} == alices
+    assert {job.id for job in everyone} == alices | {bobs.id, nobodys.id}
+    assert counts[JobState.PENDING] == 3
+
+
+def test_failed_ids_narrowed_to_one_subject(db: SqliteDatabase) -> None:
+    alices = dead_letter(db, make_job(created_by="alice"))
+    bobs = dead_letter(db, make_job(created_by="bob"), T0 + seconds(1))
+
+    with db.read() as uow:
+        assert uow.jobs.failed_ids("acme", error_type=None, created_by="bob", limit=10) == [bobs.id]
+        both = uow.jobs.failed_ids("acme", error_type=None, limit=10)
+    assert set(both) == {alices.id, bobs.id}
+
+
+def test_requeue_records_who_queued_the_job_again(db: SqliteDatabase) -> None:
+    job = dead_letter(db, make_job(created_by="alice"))
+
+    with db.write() as uow:
+        uow.jobs.requeue("acme", job.id, now=T0 + seconds(5), detail="retried", queued_by="root")
+
+    again = get(db, job)
+    assert again.state is JobState.PENDING
+    assert again.created_by == "root"
+    assert again.attempts == 0

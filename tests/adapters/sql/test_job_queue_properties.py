@@ -197,8 +197,8 @@ class JobQueueMachine(RuleBasedStateMachine):
             and job.lease_expires_at < now
         ]
         with self.db.write() as uow:
-            reaped = uow.jobs.reap_expired(now=now, policy=self.policy)
-            claimed = uow.jobs.claim(worker_id=worker, now=now, lease_seconds=LEASE)
+            reaped = uow.dispatch.reap_expired(now=now, policy=self.policy)
+            claimed = uow.dispatch.claim(worker_id=worker, now=now, lease_seconds=LEASE)
         assert reaped == len(expired)
 
         rows = self.rows()

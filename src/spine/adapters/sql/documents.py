@@ -1,8 +1,8 @@
-"""Documents, always read and written under a tenant."""
+"""Documents, always read and written under a tenant; the one tenant-blind read, the blob
+sweeper's, is a plain function that only :class:`SqlHousekeeping` calls."""
 
 from __future__ import annotations
 
-import builtins
 from datetime import datetime
 from typing import Any
 
@@ -105,10 +105,6 @@ class SqlDocumentRepository:
         ).first()
         return _from_row(row) if row is not None else None
 
-    def all_blob_refs(self) -> builtins.set[tuple[str, str]]:
-        rows = self._conn.execute(select(documents.c.tenant_id, documents.c.sha256).distinct())
-        return {(tenant_id, sha256) for tenant_id, sha256 in rows}
-
     def count_with_sha256(self, tenant_id: str, sha256: str) -> int:
         return int(
             self._conn.execute(
@@ -134,3 +130,9 @@ class SqlDocumentRepository:
         )
         if result.rowcount == 0:
             raise NotFound(f"document {document_id} not found")
+
+
+def blob_refs_of_every_tenant(conn: Connection) -> set[tuple[str, str]]:
+    """(tenant, sha256) of every document of every tenant: what the blob sweeper keeps."""
+    rows = conn.execute(select(documents.c.tenant_id, documents.c.sha256).distinct())
+    return {(tenant_id, sha256) for tenant_id, sha256 in rows}

@@ -91,14 +91,22 @@ class SqlIdempotencyRepository:
             )
         )
 
-    def purge_expired(self, *, now: datetime, limit: int) -> int:
-        """Drop up to ``limit`` expired keys of any tenant (housekeeping, not a query)."""
-        expired = (
-            select(idempotency_keys.c.tenant_id, idempotency_keys.c.key)
-            .where(idempotency_keys.c.expires_at <= now)
-            .limit(limit)
+
+def purge_expired_keys(conn: Connection, *, now: datetime, limit: int) -> int:
+    """Drop up to ``limit`` expired keys of any tenant (housekeeping, not a query): only
+    :class:`SqlHousekeeping` calls this."""
+    expired = (
+        select(idempotency_keys.c.tenant_id, idempotency_keys.c.key)
+        .where(idempotency_keys.c.expires_at <= now)
+        .limit(limit)
+    )
+    rows = conn.execute(expired).all()
+    for tenant_id, key in rows:
+        conn.execute(
+            delete(idempotency_keys).where(
+                (idempotency_keys.c.tenant_id == tenant_id)
+                & (idempotency_keys.c.key == key)
+                & (idempotency_keys.c.expires_at <= now)
+            )
         )
-        rows = self._conn.execute(expired).all()
-        for tenant_id, key in rows:
-            self.release(tenant_id, key)
-        return len(rows)
+    return len(rows)

@@ -1,10 +1,14 @@
 """The durable job queue on a relational database.
 
-Every state change goes through :meth:`SqlJobRepository._transition`: it checks the
-domain's transition table, applies the change with a compare-and-set UPDATE (the current
-state, and the lease token where a worker acts) and records a ``job_events`` row in the
-same transaction. A worker whose lease has been taken away therefore cannot finish,
-fail or extend the job: its UPDATE matches no row and it gets :class:`LeaseLost`.
+Every state change goes through :func:`_transition`: it checks the domain's transition
+table, applies the change with a compare-and-set UPDATE (the tenant, the current state,
+and the lease token where a worker acts) and records a ``job_events`` row in the same
+transaction. A worker whose lease has been taken away therefore cannot finish, fail or
+extend the job: its UPDATE matches no row and it gets :class:`LeaseLost`.
+
+:class:`SqlJobRepository` is one tenant's view: every statement filters on the tenant it
+is given. :class:`SqlJobDispatcher` is the workers' view of every tenant's queue; it only
+picks the job, and changes it under the job's own tenant like any other caller.
 """
 
 from __future__ import annotations
@@ -59,6 +63,7 @@ def _job_from_row(row: Row[Any], events: tuple[JobEvent, ...] = ()) -> Job:
         lease_token=m["lease_token"],
         lease_expires_at=m["lease_expires_at"],
         events=events,
+        created_by=m["created_by"],
     )
 
 
@@ -82,15 +87,18 @@ class SqlJobRepository:
                 next_run_at=job.created_at,
                 created_at=job.created_at,
                 updated_at=job.created_at,
+                created_by=job.created_by,
             )
         )
-        self._record(tenant_id, job.id, None, JobState.PENDING, job.created_at, "enqueued")
+        _record(self._conn, tenant_id, job.id, None, JobState.PENDING, job.created_at, "enqueued")
 
-    def get(self, tenant_id: str, job_id: str) -> Job:
-        row = self._conn.execute(
-            select(jobs).where((jobs.c.tenant_id == tenant_id) & (jobs.c.id == job_id))
-        ).first()
+    def get(self, tenant_id: str, job_id: str, *, created_by: str | None = None) -> Job:
+        query = select(jobs).where((jobs.c.tenant_id == tenant_id) & (jobs.c.id == job_id))
+        if created_by is not None:
+            query = query.where(jobs.c.created_by == created_by)
+        row = self._conn.execute(query).first()
         if row is None:
+            # The same answer for another subject's job as for one that never existed.
             raise NotFound(f"job {job_id} not found")
         events = tuple(
             _event_from_row(r)
@@ -103,7 +111,13 @@ class SqlJobRepository:
         return _job_from_row(row, events)
 
     def list(
-        self, tenant_id: str, *, state: JobState | None, limit: int, after: str | None
+        self,
+        tenant_id: str,
+        *,
+        state: JobState | None,
+        created_by: str | None = None,
+        limit: int,
+        after: str | None,
     ) -> list[Job]:
         query = (
             select(jobs)
@@ -113,6 +127,8 @@ class SqlJobRepository:
         )
         if state is not None:
             query = query.where(jobs.c.state == state.value)
+        if created_by is not None:
+            query = query.where(jobs.c.created_by == created_by)
         if after is not None:
             query = query.where(jobs.c.id < after)
         return [_job_from_row(row) for row in self._conn.execute(query)]
@@ -132,18 +148,28 @@ class SqlJobRepository:
             )
         )
 
-    def count_by_state(self, tenant_id: str) -> dict[JobState, int]:
-        rows = self._conn.execute(
+    def count_by_state(
+        self, tenant_id: str, *, created_by: str | None = None
+    ) -> dict[JobState, int]:
+        query = (
             select(jobs.c.state, func.count())
             .where(jobs.c.tenant_id == tenant_id)
             .group_by(jobs.c.state)
         )
+        if created_by is not None:
+            query = query.where(jobs.c.created_by == created_by)
+        rows = self._conn.execute(query)
         counts = dict.fromkeys(JobState, 0)
         counts.update({JobState(state): int(count) for state, count in rows})
         return counts
 
     def failed_ids(
-        self, tenant_id: str, *, error_type: str | None, limit: int
+        self,
+        tenant_id: str,
+        *,
+        error_type: str | None,
+        created_by: str | None = None,
+        limit: int,
     ) -> builtins.list[str]:
         query = (
             select(jobs.c.id)
@@ -153,14 +179,20 @@ class SqlJobRepository:
         )
         if error_type is not None:
             query = query.where(jobs.c.error_type == error_type)
+        if created_by is not None:
+            query = query.where(jobs.c.created_by == created_by)
         return [row[0] for row in self._conn.execute(query)]
 
-    def requeue(self, tenant_id: str, job_id: str, *, now: datetime, detail: str) -> None:
-        """FAILED -> PENDING with attempts reset: a person takes a job out of the DLQ."""
+    def requeue(
+        self, tenant_id: str, job_id: str, *, now: datetime, detail: str, queued_by: str | None
+    ) -> None:
+        """FAILED -> PENDING with attempts reset: a person (``queued_by``, who owns the job
+        from now on) takes a job out of the DLQ."""
         job = self.get(tenant_id, job_id)
         if job.state is not JobState.FAILED:
             raise Conflict(f"job {job_id} is {job.state}, only FAILED jobs can be retried")
-        self._transition(
+        _transition(
+            self._conn,
             job,
             JobState.PENDING,
             now=now,
@@ -170,62 +202,8 @@ class SqlJobRepository:
             finished_at=None,
             error_type=None,
             error_message=None,
+            created_by=queued_by,
         )
-
-    # -- the queue: claims serve every tenant ------------------------------------------
-
-    def claim(self, *, worker_id: str, now: datetime, lease_seconds: float) -> Job | None:
-        """Take the runnable job that has waited longest, with a fresh lease.
-
-        FOR UPDATE SKIP LOCKED lets concurrent claimers pass each other on PostgreSQL;
-        SQLite renders no lock clause and relies on the write transaction's lock instead.
-        """
-        row = self._conn.execute(
-            select(jobs)
-            .where(jobs.c.state.in_([s.value for s in RUNNABLE]) & (jobs.c.next_run_at <= now))
-            .order_by(jobs.c.next_run_at, jobs.c.id)
-            .limit(1)
-            .with_for_update(skip_locked=True)
-        ).first()
-        if row is None:
-            return None
-        current = _job_from_row(row)
-        token = secrets.token_hex(16)
-        self._transition(
-            current,
-            JobState.RUNNING,
-            now=now,
-            detail=f"claimed by {worker_id} (attempt {current.attempts + 1})",
-            attempts=current.attempts + 1,
-            lease_owner=worker_id,
-            lease_token=token,
-            lease_expires_at=now + timedelta(seconds=lease_seconds),
-            started_at=current.started_at or now,
-            next_run_at=None,
-        )
-        return self.get(current.tenant_id, current.id)
-
-    def reap_expired(self, *, now: datetime, policy: RetryPolicy) -> int:
-        """Turn RUNNING jobs whose lease ran out (a dead worker) into RETRYING or FAILED."""
-        rows = self._conn.execute(
-            select(jobs).where(
-                (jobs.c.state == JobState.RUNNING.value) & (jobs.c.lease_expires_at < now)
-            )
-        ).all()
-        for row in rows:
-            job = _job_from_row(row)
-            decision = policy.decide(
-                attempts=job.attempts, max_attempts=job.max_attempts, transient=True, now=now
-            )
-            self._finish_attempt(
-                job,
-                decision,
-                JobError("lease-expired", "the worker stopped renewing its lease"),
-                now=now,
-                lease_token=job.lease_token,
-                extra_guard=jobs.c.lease_expires_at < now,
-            )
-        return len(rows)
 
     # -- a worker acting under its lease -----------------------------------------------
 
@@ -242,7 +220,8 @@ class SqlJobRepository:
 
     def succeed(self, tenant_id: str, job_id: str, *, lease_token: str, now: datetime) -> None:
         job = self._leased_job(tenant_id, job_id, lease_token)
-        self._transition(
+        _transition(
+            self._conn,
             job,
             JobState.SUCCEEDED,
             now=now,
@@ -268,8 +247,14 @@ class SqlJobRepository:
         refund_attempt: bool = False,
     ) -> None:
         job = self._leased_job(tenant_id, job_id, lease_token)
-        self._finish_attempt(
-            job, decision, error, now=now, lease_token=lease_token, refund_attempt=refund_attempt
+        _finish_attempt(
+            self._conn,
+            job,
+            decision,
+            error,
+            now=now,
+            lease_token=lease_token,
+            refund_attempt=refund_attempt,
         )
 
     # -- internals ---------------------------------------------------------------------
@@ -290,79 +275,152 @@ class SqlJobRepository:
             raise LeaseLost(f"job {job_id}: lease lost")
         return _job_from_row(row)
 
-    def _finish_attempt(
-        self,
-        job: Job,
-        decision: RetryDecision,
-        error: JobError,
-        *,
-        now: datetime,
-        lease_token: str | None,
-        extra_guard: Any = None,
-        refund_attempt: bool = False,
-    ) -> None:
-        refund = {"attempts": max(0, job.attempts - 1)} if refund_attempt else {}
-        self._transition(
-            job,
-            decision.state,
+
+class SqlJobDispatcher:
+    """Claims and lease reaping across every tenant: the worker loop's, never the API's.
+
+    Only the choice of the next job is tenant-blind. Every change it then makes goes
+    through the same compare-and-set as a tenant's own calls, guarded by the job's tenant.
+    """
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+
+    def claim(self, *, worker_id: str, now: datetime, lease_seconds: float) -> Job | None:
+        """Take the runnable job that has waited longest, with a fresh lease.
+
+        FOR UPDATE SKIP LOCKED lets concurrent claimers pass each other on PostgreSQL;
+        SQLite renders no lock clause and relies on the write transaction's lock instead.
+        """
+        row = self._conn.execute(
+            select(jobs)
+            .where(jobs.c.state.in_([s.value for s in RUNNABLE]) & (jobs.c.next_run_at <= now))
+            .order_by(jobs.c.next_run_at, jobs.c.id)
+            .limit(1)
+            .with_for_update(skip_locked=True)
+        ).first()
+        if row is None:
+            return None
+        current = _job_from_row(row)
+        token = secrets.token_hex(16)
+        _transition(
+            self._conn,
+            current,
+            JobState.RUNNING,
             now=now,
-            detail=f"{error.type}: {error.message} ({decision.reason})",
-            lease_token=None,
-            lease_owner=None,
-            lease_expires_at=None,
-            next_run_at=decision.next_run_at,
-            finished_at=now if decision.state is JobState.FAILED else None,
-            error_type=error.type,
-            error_message=error.message,
-            guard_token=lease_token,
-            extra_guard=extra_guard,
-            **refund,
+            detail=f"claimed by {worker_id} (attempt {current.attempts + 1})",
+            attempts=current.attempts + 1,
+            lease_owner=worker_id,
+            lease_token=token,
+            lease_expires_at=now + timedelta(seconds=lease_seconds),
+            started_at=current.started_at or now,
+            next_run_at=None,
         )
+        return SqlJobRepository(self._conn).get(current.tenant_id, current.id)
 
-    def _transition(
-        self,
-        job: Job,
-        target: JobState,
-        *,
-        now: datetime,
-        detail: str,
-        guard_token: str | None = None,
-        extra_guard: Any = None,
-        **values: Any,
-    ) -> None:
-        check_transition(job.state, target)
-        guard = (
-            (jobs.c.tenant_id == job.tenant_id)
-            & (jobs.c.id == job.id)
-            & (jobs.c.state == job.state.value)
-        )
-        if guard_token is not None:
-            guard = guard & (jobs.c.lease_token == guard_token)
-        if extra_guard is not None:
-            guard = guard & extra_guard
-        result = self._conn.execute(
-            update(jobs).where(guard).values(state=target.value, updated_at=now, **values)
-        )
-        if result.rowcount != 1:
-            raise LeaseLost(f"job {job.id} changed under us ({job.state} -> {target} refused)")
-        self._record(job.tenant_id, job.id, job.state, target, now, detail)
-
-    def _record(
-        self,
-        tenant_id: str,
-        job_id: str,
-        from_state: JobState | None,
-        to_state: JobState,
-        at: datetime,
-        detail: str,
-    ) -> None:
-        self._conn.execute(
-            job_events.insert().values(
-                tenant_id=tenant_id,
-                job_id=job_id,
-                from_state=from_state.value if from_state else None,
-                to_state=to_state.value,
-                at=at,
-                detail=detail,
+    def reap_expired(self, *, now: datetime, policy: RetryPolicy) -> int:
+        """Turn RUNNING jobs whose lease ran out (a dead worker) into RETRYING or FAILED."""
+        rows = self._conn.execute(
+            select(jobs).where(
+                (jobs.c.state == JobState.RUNNING.value) & (jobs.c.lease_expires_at < now)
             )
+        ).all()
+        for row in rows:
+            job = _job_from_row(row)
+            decision = policy.decide(
+                attempts=job.attempts, max_attempts=job.max_attempts, transient=True, now=now
+            )
+            _finish_attempt(
+                self._conn,
+                job,
+                decision,
+                JobError("lease-expired", "the worker stopped renewing its lease"),
+                now=now,
+                lease_token=job.lease_token,
+                extra_guard=jobs.c.lease_expires_at < now,
+            )
+        return len(rows)
+
+
+# -- state changes, shared by both views ------------------------------------------------
+
+
+def _finish_attempt(
+    conn: Connection,
+    job: Job,
+    decision: RetryDecision,
+    error: JobError,
+    *,
+    now: datetime,
+    lease_token: str | None,
+    extra_guard: Any = None,
+    refund_attempt: bool = False,
+) -> None:
+    refund = {"attempts": max(0, job.attempts - 1)} if refund_attempt else {}
+    _transition(
+        conn,
+        job,
+        decision.state,
+        now=now,
+        detail=f"{error.type}: {error.message} ({decision.reason})",
+        lease_token=None,
+        lease_owner=None,
+        lease_expires_at=None,
+        next_run_at=decision.next_run_at,
+        finished_at=now if decision.state is JobState.FAILED else None,
+        error_type=error.type,
+        error_message=error.message,
+        guard_token=lease_token,
+        extra_guard=extra_guard,
+        **refund,
+    )
+
+
+def _transition(
+    conn: Connection,
+    job: Job,
+    target: JobState,
+    *,
+    now: datetime,
+    detail: str,
+    guard_token: str | None = None,
+    extra_guard: Any = None,
+    **values: Any,
+) -> None:
+    check_transition(job.state, target)
+    guard = (
+        (jobs.c.tenant_id == job.tenant_id)
+        & (jobs.c.id == job.id)
+        & (jobs.c.state == job.state.value)
+    )
+    if guard_token is not None:
+        guard = guard & (jobs.c.lease_token == guard_token)
+    if extra_guard is not None:
+        guard = guard & extra_guard
+    result = conn.execute(
+        update(jobs).where(guard).values(state=target.value, updated_at=now, **values)
+    )
+    if result.rowcount != 1:
+        raise LeaseLost(f"job {job.id} changed under us ({job.state} -> {target} refused)")
+    _record(conn, job.tenant_id, job.id, job.state, target, now, detail)
+
+
+def _record(
+    conn: Connection,
+    tenant_id: str,
+    job_id: str,
+    from_state: JobState | None,
+    to_state: JobState,
+    at: datetime,
+    detail: str,
+) -> None:
+    conn.execute(
+        job_events.insert().values(
+            tenant_id=tenant_id,
+            job_id=job_id,
+            from_state=from_state.value if from_state else None,
+            to_state=to_state.value,
+            at=at,
+            detail=detail,
         )
+    )
