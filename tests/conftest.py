@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import pytest
@@ -17,6 +17,18 @@ from spine.settings import Settings
 from support.api import bearer
 
 TEST_SECRET = "test-secret-" + "x" * 40
+#: Far above what any test sends (some send 200 requests at once): only the rate limit
+#: tests, which set their own, are ever throttled.
+UNTHROTTLED = "1000000/s burst 1000000"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _unthrottled_processes() -> Iterator[None]:
+    """The same for the ``spine`` processes tests start: they inherit this environment."""
+    with pytest.MonkeyPatch.context() as patch:
+        for role in Role:
+            patch.setenv(f"SPINE_RATE_LIMIT_{role.name}", UNTHROTTLED)
+        yield
 
 
 @pytest.fixture(scope="session")
@@ -35,6 +47,9 @@ def settings(tmp_path: Path) -> Settings:
         job_lease_seconds=10,
         retry_base_seconds=0.1,
         shutdown_grace_seconds=5,
+        rate_limit_reader=UNTHROTTLED,
+        rate_limit_writer=UNTHROTTLED,
+        rate_limit_admin=UNTHROTTLED,
     )
 
 
@@ -56,9 +71,11 @@ AuthFactory = Callable[..., dict[str, str]]
 
 @pytest.fixture
 def auth(settings: Settings) -> AuthFactory:
-    """``auth("tenant-a", Role.READER)`` -> an Authorization header."""
+    """``auth("tenant-a", Role.READER, scopes=["pii:read"])`` -> an Authorization header."""
 
-    def make(tenant: str = "acme", role: Role = Role.WRITER) -> dict[str, str]:
-        return bearer(settings, TEST_SECRET, tenant, role)
+    def make(
+        tenant: str = "acme", role: Role = Role.WRITER, *, scopes: Iterable[str] = ()
+    ) -> dict[str, str]:
+        return bearer(settings, TEST_SECRET, tenant, role, scopes=scopes)
 
     return make

@@ -47,7 +47,9 @@ def test_token_create_prints_only_a_token_with_the_claims(
     result = spine("token", "create", "--tenant", "t1", "--role", "reader", "--ttl", "60", env=env)
     lines = result.stdout.splitlines()
     assert len(lines) == 1
-    claims = jwt.decode(lines[0], TEST_SECRET, algorithms=["HS256"], issuer="spine")
+    claims = jwt.decode(
+        lines[0], TEST_SECRET, algorithms=["HS256"], issuer="spine", audience="spine"
+    )
     assert (claims["tenant"], claims["role"]) == ("t1", "reader")
     assert claims["exp"] - claims["iat"] == 60
 
@@ -58,7 +60,7 @@ def test_token_secret_is_generated_once_with_mode_0600(tmp_path: Path) -> None:
     secret_file = tmp_path / "d" / "jwt-secret"
     assert secret_file.stat().st_mode & 0o777 == 0o600
     secret = secret_file.read_text().strip()
-    jwt.decode(first.stdout.strip(), secret, algorithms=["HS256"], issuer="spine")
+    jwt.decode(first.stdout.strip(), secret, algorithms=["HS256"], issuer="spine", audience="spine")
     spine("token", "create", "--tenant", "t", "--data-dir", str(tmp_path / "d"), env=env)
     assert secret_file.read_text().strip() == secret
 
@@ -87,6 +89,26 @@ def test_ingest_wait_then_search_and_jobs(
     assert listed.count("SUCCEEDED") == 3
 
 
+def test_ingest_waits_out_rate_limits_instead_of_failing(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    # One upload per second: six files take five 429s, each waited out by the CLI.
+    env = process_env(data_dir, TEST_SECRET, rate_limit_writer="1/s burst 1")
+    process, url = SpineProcess.serve(data_dir, env, workers=0)
+    try:
+        env = env | {"SPINE_URL": url}
+        env["SPINE_TOKEN"] = token(env, "throttled")
+        folder = tmp_path / "docs"
+        folder.mkdir()
+        for n in range(6):
+            (folder / f"{n}.txt").write_text(f"document number {n} about lighthouses")
+
+        result = spine("ingest", str(folder), env=env)
+
+        assert "uploaded 6 file(s)" in result.stdout, result.stdout + result.stderr
+    finally:
+        process.stop()
+
+
 def test_client_errors_are_one_readable_line(server: tuple[str, dict[str, str]]) -> None:
     _, env = server
     no_token = spine("search", "x", env=env | {"SPINE_TOKEN": ""}, check=False)
@@ -111,10 +133,10 @@ def test_client_errors_are_one_readable_line(server: tuple[str, dict[str, str]])
 
 def test_migrate_down_and_up(tmp_path: Path) -> None:
     env = process_env(tmp_path / "m", TEST_SECRET)
-    assert "revision 0002" in spine("migrate", "up", env=env).stdout
+    assert "revision 0003" in spine("migrate", "up", env=env).stdout
     assert "revision 0001" in spine("migrate", "down", "--revision", "0001", env=env).stdout
     assert "revision base" in spine("migrate", "down", env=env).stdout
-    assert "revision 0002" in spine("migrate", "up", env=env).stdout
+    assert "revision 0003" in spine("migrate", "up", env=env).stdout
 
 
 def test_dlq_list_and_retry(server: tuple[str, dict[str, str]], tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ Client commands read ``SPINE_URL`` and ``SPINE_TOKEN``; server commands read the
 from __future__ import annotations
 
 import html
+import logging
 import mimetypes
 import os
 import signal
@@ -26,18 +27,22 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from spine.domain.auth import Role
+from spine.domain.auth import Role, Scope
 from spine.settings import Settings
 
 app = typer.Typer(help="Spine: self-hostable multi-tenant document search.", no_args_is_help=True)
 token_app = typer.Typer(help="Make API tokens.", no_args_is_help=True)
 app.add_typer(token_app, name="token")
+keys_app = typer.Typer(help="Key pairs for RS256/ES256 tokens.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
 dlq_app = typer.Typer(help="The dead-letter queue: jobs that FAILED.", no_args_is_help=True)
 app.add_typer(dlq_app, name="dlq")
 embedder_app = typer.Typer(help="The embedding model as an HTTP service.", no_args_is_help=True)
 app.add_typer(embedder_app, name="embedder")
 bench_app = typer.Typer(help="Benchmarks: numbers you can rerun.", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
+audit_app = typer.Typer(help="The audit log, read from the database.", no_args_is_help=True)
+app.add_typer(audit_app, name="audit")
 
 console = Console()
 err_console = Console(stderr=True)
@@ -57,7 +62,7 @@ TERMINAL_STATES = ("SUCCEEDED", "FAILED")
 
 def fail(message: str) -> NoReturn:
     """Every CLI error is one readable line on stderr and exit status 1."""
-    err_console.print(f"[red]spine:[/red] {message}", highlight=False)
+    err_console.print(f"[red]spine:[/red] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(1)
 
 
@@ -71,21 +76,46 @@ def _settings(data_dir: Path | None, **overrides: Any) -> Settings:
         fail(f"invalid settings: {exc}")
 
 
-def _make_token(settings: Settings, tenant: str, role: Role, ttl: int, subject: str) -> str:
-    from spine.service.tokens import create_token, load_or_create_secret
+def _make_token(
+    settings: Settings,
+    tenant: str,
+    role: Role,
+    ttl: int,
+    subject: str,
+    *,
+    scopes: list[Scope] | None = None,
+    audience: str | None = None,
+    private_key: Path | None = None,
+    kid: str | None = None,
+) -> str:
+    """HS256 with the settings' secret, or RS256/ES256 with ``private_key``."""
+    from spine.adapters.auth import keys
+    from spine.service.tokens import ALGORITHM, create_token, load_or_create_secret
 
+    signing_key: str | keys.SigningKey
     try:
-        secret = load_or_create_secret(settings.jwt_secret, settings.data_dir)
+        if private_key is None:
+            signing_key = load_or_create_secret(settings.jwt_secret, settings.data_dir)
+            algorithm, kid = ALGORITHM, None
+        else:
+            signing_key = keys.load_private_key(private_key)
+            algorithm = keys.signing_algorithm(signing_key)
+            # The thumbprint is the kid `spine keys generate` published in the JWKS.
+            kid = kid or keys.key_id(signing_key)
     except ValueError as exc:
         fail(str(exc))
     return create_token(
-        secret,
+        signing_key,
         tenant_id=tenant,
         role=role,
         subject=subject,
         ttl_seconds=ttl,
         issuer=settings.jwt_issuer,
+        audience=audience or settings.jwt_audience,
         now=datetime.now(UTC),
+        scopes=[scope.value for scope in scopes or []],
+        algorithm=algorithm,
+        kid=kid,
     )
 
 
@@ -119,13 +149,30 @@ def serve(
         token = _make_token(settings, print_token, Role.ADMIN, 86_400, "dev")
         console.print(f"Token ({print_token}, admin, 24 h):\n{token}", soft_wrap=True)
         console.print(f"  export SPINE_URL={base} SPINE_TOKEN={token}", soft_wrap=True)
+    logging.getLogger("uvicorn.access").addFilter(QuerylessAccessLog())
     uvicorn.run(
         create_app(settings),
         host=host,
         port=port,
         log_level="info",
         timeout_graceful_shutdown=int(settings.shutdown_grace_seconds) + 5,
+        # h11's own cap (16 KiB) would answer a plain-text 400 before Spine's 431
+        # problem+json; leave room for the request line and keep a cap.
+        h11_max_incomplete_event_size=settings.max_header_bytes + 8 * 1024,
     )
+
+
+class QuerylessAccessLog(logging.Filter):
+    """Drops the query string from uvicorn's access log lines: ``/v1/search?q=`` holds
+    what people search for, e-mail addresses and card numbers among it, and a log must
+    never hold a personal value. The path (ids only) stays."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        # uvicorn: (client address, method, path with query, HTTP version, status)
+        if isinstance(args, tuple) and len(args) == 5 and isinstance(args[2], str):
+            record.args = (args[0], args[1], args[2].split("?", 1)[0], args[3], args[4])
+        return True
 
 
 @app.command()
@@ -204,10 +251,58 @@ def token_create(
     role: Annotated[Role, typer.Option(help="reader, writer or admin.")] = Role.WRITER,
     ttl: Annotated[int, typer.Option(help="Lifetime in seconds.", min=1)] = 3600,
     subject: Annotated[str, typer.Option(help="The sub claim.")] = "cli",
+    scope: Annotated[
+        list[Scope] | None, typer.Option(help="A scope to grant, e.g. pii:read; repeatable.")
+    ] = None,
+    audience: Annotated[
+        str | None, typer.Option(help="The aud claim (default: SPINE_JWT_AUDIENCE).")
+    ] = None,
+    private_key: Annotated[
+        Path | None,
+        typer.Option(help="Sign RS256/ES256 with this PEM (from `spine keys generate`)."),
+    ] = None,
+    kid: Annotated[
+        str | None, typer.Option(help="The kid header (default: the key's RFC 7638 thumbprint).")
+    ] = None,
     data_dir: DataDirOption = None,
 ) -> None:
-    """Print a signed token, and nothing else."""
-    print(_make_token(_settings(data_dir), tenant, role, ttl, subject))
+    """Print a signed token, and nothing else. Without --private-key it is HS256."""
+    if kid and private_key is None:
+        fail("--kid needs --private-key (HS256 tokens carry no kid)")
+    print(
+        _make_token(
+            _settings(data_dir),
+            tenant,
+            role,
+            ttl,
+            subject,
+            scopes=scope,
+            audience=audience,
+            private_key=private_key,
+            kid=kid,
+        )
+    )
+
+
+@keys_app.command("generate")
+def keys_generate(
+    out: Annotated[Path, typer.Option(help="Folder for private-key.pem and jwks.json.")],
+    alg: Annotated[str, typer.Option(help="ES256 (EC P-256) or RS256 (RSA 3072).")] = "ES256",
+) -> None:
+    """Make a signing key pair: a private PEM (mode 0600) and a JWKS with its public key."""
+    from spine.adapters.auth import keys
+
+    if alg.upper() not in ("ES256", "RS256"):
+        fail(f"--alg must be ES256 or RS256, not {alg}")
+    try:
+        private_path, jwks_path = keys.write_key_pair(keys.generate_private_key(alg.upper()), out)
+    except FileExistsError as exc:
+        fail(str(exc))
+    except OSError as exc:
+        fail(f"cannot write to {out}: {exc.strerror or type(exc).__name__}")
+    console.print(f"private key  {private_path}  (keep it secret: it signs tokens)", soft_wrap=True)
+    console.print(f"public JWKS  {jwks_path}", soft_wrap=True)
+    console.print(f"export SPINE_JWT_JWKS_URL={jwks_path.resolve()}", soft_wrap=True)
 
 
 @app.command()
@@ -238,20 +333,98 @@ def gc(
         float, typer.Option(help="Keep unreferenced blobs younger than this many seconds.")
     ] = 3600.0,
 ) -> None:
-    """Remove blobs that no document references (orphans of failed writes and deletes)."""
+    """Remove blobs that no document references (orphans of failed writes and deletes),
+    and idempotency keys that have expired."""
     from spine.service.bootstrap import open_blob_store, open_database
-    from spine.service.gc import sweep_blobs
+    from spine.service.container import utc_now
+    from spine.service.gc import purge_idempotency_keys, sweep_blobs
 
     settings = _settings(data_dir)
     db = open_database(settings.resolved_database_url())
     try:
         report = sweep_blobs(db, open_blob_store(settings.resolved_blob_url()), grace_seconds=grace)
+        purged = purge_idempotency_keys(db, now=utc_now())
     finally:
         db.close()
     console.print(
         f"examined {report.examined}, removed {report.removed}, "
         f"kept {report.kept_recent} younger than {grace:.0f} s"
     )
+    console.print(f"purged {purged} expired idempotency key(s)")
+
+
+@audit_app.command("verify")
+def audit_verify(data_dir: DataDirOption = None) -> None:
+    """Check every tenant's hash chain against its head; exit 1 naming the first break."""
+    from spine.service.audit import verify
+    from spine.service.bootstrap import open_database
+
+    settings = _settings(data_dir)
+    db = open_database(settings.resolved_database_url())
+    try:
+        reports = verify(db)
+    finally:
+        db.close()
+    table = Table(title="Audit chains")
+    for column in ("tenant", "entries", "head seq", "status"):
+        table.add_column(column)
+    for report in reports:
+        where = "head" if report.broken_seq is None else f"entry {report.broken_seq}"
+        table.add_row(
+            escape(report.tenant_id),
+            str(report.entries),
+            str(report.head.seq) if report.head else "-",
+            "[green]intact[/green]" if report.ok else f"[red]broken at {where}[/red]",
+        )
+    console.print(table)
+    broken = [report for report in reports if not report.ok]
+    if broken:
+        first = broken[0]
+        where = "its head" if first.broken_seq is None else f"entry {first.broken_seq}"
+        fail(
+            escape(
+                f"audit chain of tenant {first.tenant_id!r} is broken at {where}: "
+                f"{first.problem} ({len(broken)} of {len(reports)} chain(s) broken)"
+            )
+        )
+    entries = sum(report.entries for report in reports)
+    console.print(f"{len(reports)} chain(s), {entries} entries: all intact")
+
+
+@audit_app.command("list")
+def audit_list(
+    tenant: Annotated[str, typer.Option(help="The tenant whose entries to show.")],
+    limit: Annotated[int, typer.Option(help="How many.", min=1, max=1000)] = 50,
+    before: Annotated[
+        int | None, typer.Option(help="Only entries older than this seq (paging).", min=1)
+    ] = None,
+    data_dir: DataDirOption = None,
+) -> None:
+    """A tenant's audit entries, newest first."""
+    from spine.service.bootstrap import open_database
+
+    settings = _settings(data_dir)
+    db = open_database(settings.resolved_database_url())
+    try:
+        with db.read() as uow:
+            entries = uow.audit.page(tenant, limit=limit, before=before)
+    finally:
+        db.close()
+    table = Table(title=f"Audit log of {escape(tenant)}: {len(entries)} entries, newest first")
+    for column in ("seq", "at (UTC)", "actor", "action", "resource", "request id", "outcome"):
+        # Ids are copied into other tools: wrap them, never cut them short with an ellipsis.
+        table.add_column(column, overflow="fold")
+    for entry in entries:
+        table.add_row(
+            str(entry.seq),
+            entry.at.strftime("%Y-%m-%d %H:%M:%S"),
+            escape(entry.actor),
+            entry.action,
+            escape(entry.resource),
+            escape(entry.request_id),
+            entry.outcome,
+        )
+    console.print(table)
 
 
 # -- client side ----------------------------------------------------------------------
@@ -267,13 +440,34 @@ class Client:
         )
 
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
-        try:
-            response = self.http.request(method, path, **kwargs)
-        except httpx.TransportError as exc:
-            fail(f"cannot reach {self.url} ({type(exc).__name__}); is `spine serve` running?")
+        for attempt in range(MAX_THROTTLED_RETRIES + 1):
+            try:
+                response = self.http.request(method, path, **kwargs)
+            except httpx.TransportError as exc:
+                fail(f"cannot reach {self.url} ({type(exc).__name__}); is `spine serve` running?")
+            if response.status_code != 429 or attempt == MAX_THROTTLED_RETRIES:
+                break
+            # Rate limited: the server says when a token is free again; wait and resend
+            # (an upload's file handle is rewound first).
+            time.sleep(_retry_after(response))
+            for _name, value in (kwargs.get("files") or {}).items():
+                value[1].seek(0)
         if response.status_code >= 400:
             fail(_describe_error(response))
         return response.json() if response.content else None
+
+
+#: A CLI run waits out this many 429s in a row before it gives up on a request.
+MAX_THROTTLED_RETRIES = 20
+MAX_RETRY_AFTER_SECONDS = 60.0
+
+
+def _retry_after(response: httpx.Response) -> float:
+    try:
+        seconds = float(response.headers.get("Retry-After", "1"))
+    except ValueError:
+        seconds = 1.0
+    return min(max(seconds, 0.1), MAX_RETRY_AFTER_SECONDS)
 
 
 def _describe_error(response: httpx.Response) -> str:

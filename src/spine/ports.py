@@ -1,9 +1,16 @@
 """The small interfaces the service layer talks to. Adapters implement them.
 
-Every repository call takes the tenant as its first argument: there is no way to read or
-write a tenant's rows without naming the tenant. The one exception is the queue's claim
-and lease reaping, which serve all tenants by design; the claimed job then carries its
-tenant into every later call.
+Tenant scoping lives here, in the repository layer: every method of a tenant repository
+(documents, jobs, idempotency keys, the search index, audit, privacy) takes the tenant as
+its first argument, and every statement behind it filters on that tenant, so there is no
+way to read or write a tenant's rows without naming the tenant
+(tests/adapters/sql/test_tenant_scoping.py holds every such Protocol to that).
+
+A little machinery serves every tenant by design, and has ports of its own so that it
+never hides among the tenant methods: :class:`JobDispatcher` (the workers' claim and
+lease reaping; a claimed job then carries its tenant into every later call) and
+:class:`Housekeeping` (the blob sweeper's references, the purge of expired idempotency
+keys). The API layer never calls them: only the worker loop and ``spine gc`` do.
 """
 
 from __future__ import annotations
@@ -17,6 +24,8 @@ from typing import BinaryIO, Protocol
 
 from spine.domain.documents import Chunk, Document
 from spine.domain.jobs import Job, JobError, JobState, RetryDecision, RetryPolicy
+from spine.domain.privacy import PiiPolicy
+from spine.domain.ratelimit import BucketRequest, Decision
 from spine.domain.search import Candidate
 from spine.pipeline.extract import Extracted
 
@@ -94,10 +103,6 @@ class DocumentRepository(Protocol):
 
     def count_with_sha256(self, tenant_id: str, sha256: str) -> int: ...
 
-    def all_blob_refs(self) -> builtins.set[tuple[str, str]]:
-        """(tenant, sha256) of every document of every tenant: for the blob sweeper only."""
-        ...
-
     def set_latest_job(self, tenant_id: str, document_id: str, job_id: str) -> None: ...
 
     def mark_processed(
@@ -106,17 +111,23 @@ class DocumentRepository(Protocol):
 
 
 class JobRepository(Protocol):
+    """A tenant's jobs. ``created_by``, where a read takes it, narrows to the jobs one
+    subject queued (None: all of the tenant's); it is an authorization filter, applied in
+    the query like the tenant."""
+
     def enqueue(self, tenant_id: str, job: Job) -> None: ...
 
-    def get(self, tenant_id: str, job_id: str) -> Job: ...
+    def get(self, tenant_id: str, job_id: str, *, created_by: str | None = None) -> Job: ...
 
     def list(
-        self, tenant_id: str, *, state: JobState | None, limit: int, after: str | None
+        self,
+        tenant_id: str,
+        *,
+        state: JobState | None,
+        created_by: str | None = None,
+        limit: int,
+        after: str | None,
     ) -> list[Job]: ...
-
-    def claim(self, *, worker_id: str, now: datetime, lease_seconds: float) -> Job | None: ...
-
-    def reap_expired(self, *, now: datetime, policy: RetryPolicy) -> int: ...
 
     def heartbeat(
         self, tenant_id: str, job_id: str, *, lease_token: str, now: datetime, lease_seconds: float
@@ -138,13 +149,30 @@ class JobRepository(Protocol):
 
     def delete_for_document(self, tenant_id: str, document_id: str) -> None: ...
 
-    def count_by_state(self, tenant_id: str) -> dict[JobState, int]: ...
+    def count_by_state(
+        self, tenant_id: str, *, created_by: str | None = None
+    ) -> dict[JobState, int]: ...
 
     def failed_ids(
-        self, tenant_id: str, *, error_type: str | None, limit: int
+        self,
+        tenant_id: str,
+        *,
+        error_type: str | None,
+        created_by: str | None = None,
+        limit: int,
     ) -> builtins.list[str]: ...
 
-    def requeue(self, tenant_id: str, job_id: str, *, now: datetime, detail: str) -> None: ...
+    def requeue(
+        self, tenant_id: str, job_id: str, *, now: datetime, detail: str, queued_by: str | None
+    ) -> None: ...
+
+
+class JobDispatcher(Protocol):
+    """The queue as the workers see it: jobs of every tenant, by design. Not for the API."""
+
+    def claim(self, *, worker_id: str, now: datetime, lease_seconds: float) -> Job | None: ...
+
+    def reap_expired(self, *, now: datetime, policy: RetryPolicy) -> int: ...
 
 
 class IdempotencyRepository(Protocol):
@@ -163,7 +191,21 @@ class IdempotencyRepository(Protocol):
 
     def release(self, tenant_id: str, key: str) -> None: ...
 
-    def purge_expired(self, *, now: datetime, limit: int) -> int: ...
+
+class Housekeeping(Protocol):
+    """Sweeps over every tenant's rows, by design: for ``spine gc``, never for the API."""
+
+    def all_blob_refs(self) -> builtins.set[tuple[str, str]]:
+        """(tenant, sha256) of every document of every tenant: what the blob sweeper keeps."""
+        ...
+
+    def purge_expired_idempotency_keys(self, *, now: datetime, limit: int) -> int:
+        """Drop up to ``limit`` expired idempotency keys of any tenant; returns how many."""
+        ...
+
+    def audited_tenants(self) -> builtins.set[str]:
+        """Every tenant that has an audit chain: what ``spine audit verify`` walks."""
+        ...
 
 
 class SearchIndex(Protocol):
@@ -174,6 +216,10 @@ class SearchIndex(Protocol):
     ) -> None: ...
 
     def delete_document(self, tenant_id: str, document_id: str) -> None: ...
+
+    def chunks(self, tenant_id: str, document_id: str) -> list[Chunk]:
+        """The document's stored chunks in order, without their vectors."""
+        ...
 
     def keyword(self, tenant_id: str, query: str, limit: int) -> list[Candidate]: ...
 
@@ -190,18 +236,143 @@ class HitInfo:
     snippet: str
 
 
+# -- Rate limits (issue 6) ------------------------------------------------------------
+
+
+class RateLimiter(Protocol):
+    """Token buckets shared by every API process that uses the same store.
+
+    ``acquire`` takes one token from every bucket or, if any is short, from none, as one
+    atomic step (a lock in-process; one script on a shared store). ``now`` is seconds on
+    the caller's clock, so tests and the store agree on time.
+    """
+
+    def acquire(self, buckets: Sequence[BucketRequest], now: float) -> Decision: ...
+
+
 # -- Audit log (issue 4) ------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class AuditEntry:
+    """One link of a tenant's chain, as stored. ``seq`` is global across tenants (it
+    orders every chain); ``hash`` covers every other field (see ``service.audit``)."""
+
+    seq: int
+    tenant_id: str
+    at: datetime
+    actor: str
+    action: str
+    resource: str
+    request_id: str
+    outcome: str
+    prev_hash: str
+    hash: str
+
+
+@dataclass(frozen=True)
+class AuditHead:
+    """A tenant's newest entry and how many it has: what a cut-off tail cannot fake."""
+
+    tenant_id: str
+    seq: int
+    hash: str
+    count: int
+
+
 class AuditRepository(Protocol):
-    """The append-only audit log; every method names its tenant."""
+    """The append-only audit log; every method names its tenant. Nothing updates or
+    deletes an entry: the chain logic lives in ``service.audit``, the storage here."""
+
+    def head(self, tenant_id: str) -> AuditHead | None: ...
+
+    def append(self, tenant_id: str, entry: AuditEntry, *, expected: AuditHead | None) -> None:
+        """Store ``entry`` and move the head to it, only if the head is still ``expected``
+        (else :class:`~spine.errors.Conflict`): the compare-and-set that keeps one chain."""
+        ...
+
+    def page(self, tenant_id: str, *, limit: int, before: int | None) -> builtins.list[AuditEntry]:
+        """Newest first, entries with seq below ``before`` when given."""
+        ...
+
+    def chain(self, tenant_id: str) -> Iterator[AuditEntry]:
+        """Oldest first, streamed: consume it inside the unit of work."""
+        ...
 
 
 # -- Personal data: tenant keys, the vault, policies (issue 4) -------------------------
 
 
+@dataclass(frozen=True)
+class WrappedTenantKeys:
+    """A tenant's data and token keys, each AES-GCM-wrapped (nonce + ciphertext) by the
+    master key whose fingerprint is ``master_key_id``."""
+
+    master_key_id: str
+    wrapped_data_key: bytes
+    wrapped_token_key: bytes
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class VaultEntry:
+    """One document's original value behind ``token``, AES-GCM under the tenant data key."""
+
+    token: str
+    kind: str
+    nonce: bytes
+    ciphertext: bytes
+
+
+@dataclass(frozen=True)
+class StoredPolicy:
+    policy: PiiPolicy
+    updated_at: datetime | None = None
+    updated_by: str | None = None
+
+
 class PrivacyRepository(Protocol):
     """Tenant keys (wrapped), vault entries and PII policies; every method names its tenant."""
+
+    def tenant_keys(self, tenant_id: str) -> WrappedTenantKeys | None: ...
+
+    def add_tenant_keys(self, tenant_id: str, keys: WrappedTenantKeys) -> None:
+        """Insert unless the tenant has keys already: the first writer wins, and every
+        caller reads back the one set that was kept."""
+        ...
+
+    def policy(self, tenant_id: str) -> StoredPolicy | None: ...
+
+    def set_policy(
+        self, tenant_id: str, policy: PiiPolicy, *, now: datetime, updated_by: str
+    ) -> None: ...
+
+    def replace_vault(
+        self, tenant_id: str, document_id: str, entries: Sequence[VaultEntry], *, now: datetime
+    ) -> None: ...
+
+    def vault(self, tenant_id: str, document_id: str) -> builtins.list[VaultEntry]: ...
+
+    def delete_vault(self, tenant_id: str, document_id: str) -> int: ...
+
+    def documents_with_tokens(self, tenant_id: str, tokens: Sequence[str]) -> dict[str, int]:
+        """Document id -> how many of ``tokens`` its vault holds."""
+        ...
+
+    def forget_tokens(self, tenant_id: str, tokens: Sequence[str]) -> int:
+        """Delete every vault entry of ``tokens`` in the tenant; returns how many."""
+        ...
+
+    def documents_containing(self, tenant_id: str, literals: Sequence[str]) -> builtins.list[str]:
+        """Ids of documents whose stored text, title or file name holds any literal
+        (case-insensitive for ASCII): values a ``keep`` policy (or the uploader's file
+        name, which is never scrubbed) left in clear."""
+        ...
+
+    def forget_responses_mentioning(self, tenant_id: str, needle: str) -> int:
+        """Drop stored idempotency responses whose body contains ``needle`` (they quote
+        titles and file names); returns how many."""
+        ...
 
 
 class UnitOfWork(Protocol):
@@ -212,6 +383,12 @@ class UnitOfWork(Protocol):
 
     @property
     def jobs(self) -> JobRepository: ...
+
+    @property
+    def dispatch(self) -> JobDispatcher: ...
+
+    @property
+    def housekeeping(self) -> Housekeeping: ...
 
     @property
     def index(self) -> SearchIndex: ...
@@ -232,5 +409,11 @@ class Database(Protocol):
     def read(self) -> AbstractContextManager[UnitOfWork]: ...
 
     def ping(self) -> None: ...
+
+    def compact(self) -> None:
+        """Best effort, outside any transaction: make the store stop holding old copies of
+        pages (SQLite: truncate the WAL), so deleted data leaves the disk now rather than
+        whenever the space is reused. Called after deletions."""
+        ...
 
     def close(self) -> None: ...

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from spine.domain.ratelimit import RatePolicy
 
 
 class Settings(BaseSettings):
@@ -56,19 +58,25 @@ class Settings(BaseSettings):
         "US", description="Region assumed for phone numbers written without a country code."
     )
     rate_limit_reader: str = Field(
-        "20/s burst 40", description="Token bucket of each reader subject (and of its tenant x5)."
+        "20/s burst 40",
+        description="Token bucket of each reader subject, 'N/s|m|h burst M' (429 when empty).",
     )
     rate_limit_writer: str = Field(
-        "10/s burst 20", description="Token bucket of each writer subject (and of its tenant x5)."
+        "10/s burst 20", description="Token bucket of each writer subject, as above."
     )
     rate_limit_admin: str = Field(
-        "20/s burst 40", description="Token bucket of each admin subject (and of its tenant x5)."
+        "20/s burst 40", description="Token bucket of each admin subject, as above."
     )
     rate_limit_tenant_factor: float = Field(
-        5.0, gt=0, description="A tenant's bucket is this many times one subject's."
+        5.0,
+        gt=0,
+        description="A tenant's subjects of one role share a bucket this many times one's.",
     )
     max_header_bytes: int = Field(
         16 * 1024, gt=0, description="Largest total size of a request's headers (431 above)."
+    )
+    max_header_count: int = Field(
+        100, gt=0, description="Most headers a request may carry (431 above)."
     )
     max_json_body_bytes: int = Field(
         1024 * 1024, gt=0, description="Largest body of a request that is not an upload."
@@ -139,6 +147,13 @@ class Settings(BaseSettings):
     )
     search_candidates: int = Field(50, gt=0, description="Candidates taken from each search leg.")
     rrf_k: int = Field(60, gt=0, description="Reciprocal rank fusion constant.")
+
+    @field_validator("rate_limit_reader", "rate_limit_writer", "rate_limit_admin")
+    @classmethod
+    def _rate_limit_policy(cls, value: str) -> str:
+        # A typo must stop the start, not surface as a 500 on the first request.
+        RatePolicy.parse(value)
+        return value
 
     def resolved_database_url(self) -> str:
         if self.database_url:

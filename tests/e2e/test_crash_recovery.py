@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from conftest import TEST_SECRET
+from spine.adapters.sqlite.search_index import fts_table
 from spine.settings import Settings
 from support.api import bearer, wait_for_job
 from support.server import SpineProcess, process_env
@@ -82,7 +83,8 @@ def assert_index_has_no_duplicates(db_path: Path) -> None:
         total_chunks = conn.execute("SELECT count(*) FROM chunks").fetchone()[0]
         # The FTS table keeps its own rows; sqlite-vec cannot load in this sqlite3, but the
         # FTS shadow table can be read, and the vector rows are checked through search.
-        fts_rows = conn.execute("SELECT count(*) FROM chunks_fts_docsize").fetchone()[0]
+        docsize = f"{fts_table('acme')}_docsize"
+        fts_rows = conn.execute(f"SELECT count(*) FROM {docsize}").fetchone()[0]  # noqa: S608
     assert duplicate_ordinals == 0
     assert stored == chunk_counts
     assert fts_rows == total_chunks

@@ -8,13 +8,14 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from spine import __version__
-from spine.api import problems
-from spine.api.limits import BodySizeLimit
-from spine.api.routes import documents, health, jobs, search
+from spine.api import auditing, problems
+from spine.api.limits import BodySizeLimit, HeaderSizeLimit
+from spine.api.ratelimit import RateLimitHeaders
+from spine.api.request_id import RequestId
+from spine.api.routes import audit, documents, health, jobs, privacy, search
 from spine.queue.worker import WorkerPool
-from spine.service.bootstrap import bootstrap
+from spine.service.bootstrap import bootstrap, open_verifier
 from spine.service.container import Services
-from spine.service.tokens import load_or_create_secret
 from spine.settings import Settings
 
 
@@ -30,7 +31,7 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         owned = services is None
         app.state.services = services or bootstrap(settings)
-        app.state.jwt_secret = load_or_create_secret(settings.jwt_secret, settings.data_dir)
+        app.state.verifier = open_verifier(settings)
         pool = WorkerPool(app.state.services, settings.workers)
         pool.start()
         try:
@@ -47,7 +48,23 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
         lifespan=lifespan,
     )
     problems.install(app)
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
-    for module in (health, documents, jobs, search):
+    auditing.install(app)
+    # The last added runs first: headers are checked, then the body, and the RateLimit
+    # headers are added to whatever the routes answer.
+    app.add_middleware(RateLimitHeaders)
+    app.add_middleware(
+        BodySizeLimit,
+        max_bytes=settings.max_json_body_bytes,
+        upload_bytes=settings.max_upload_bytes,
+    )
+    app.add_middleware(
+        HeaderSizeLimit,
+        max_bytes=settings.max_header_bytes,
+        max_count=settings.max_header_count,
+    )
+    # Added last, so outermost: every answer carries X-Request-ID, the limits' 413/431
+    # and the rate limiter's 429 included.
+    app.add_middleware(RequestId)
+    for module in (health, documents, jobs, search, audit, privacy):
         app.include_router(module.router)
     return app

@@ -7,10 +7,12 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from spine.domain.auth import Permission, Principal
+from spine.api import ratelimit
+from spine.api.auditing import remember_principal
+from spine.domain.auth import Permission, Principal, Scope
 from spine.errors import Unauthenticated
 from spine.service.container import Services
-from spine.service.tokens import verify_token
+from spine.service.tokens import TokenVerifier
 
 _bearer = HTTPBearer(auto_error=False, description="A JWT made by `spine token create`.")
 
@@ -25,21 +27,25 @@ ServicesDep = Annotated[Services, Depends(get_services)]
 
 def get_principal(
     request: Request,
-    services: ServicesDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise Unauthenticated("missing bearer token")
-    return verify_token(
-        request.app.state.jwt_secret,
-        credentials.credentials,
-        issuer=services.settings.jwt_issuer,
-    )
+    verifier: TokenVerifier = request.app.state.verifier
+    return verifier.verify(credentials.credentials)
 
 
-def _requiring(permission: Permission) -> object:
-    def dependency(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
+def _requiring(permission: Permission, *scopes: Scope) -> object:
+    def dependency(
+        request: Request, principal: Annotated[Principal, Depends(get_principal)]
+    ) -> Principal:
+        # A 403 below is audited under this caller (api.auditing).
+        remember_principal(request, principal)
+        # Charged before the role check: refused attempts cost the caller too.
+        ratelimit.enforce(request, principal)
         principal.require(permission)
+        for scope in scopes:
+            principal.require_scope(scope)
         return principal
 
     return Depends(dependency)
@@ -47,3 +53,6 @@ def _requiring(permission: Permission) -> object:
 
 Reader = Annotated[Principal, _requiring(Permission.READ)]
 Writer = Annotated[Principal, _requiring(Permission.WRITE)]
+Admin = Annotated[Principal, _requiring(Permission.ADMIN)]
+#: Raw (unredacted) personal data: a reader whose token was issued with ``pii:read``.
+PiiReader = Annotated[Principal, _requiring(Permission.READ, Scope.PII_READ)]

@@ -5,13 +5,17 @@ from __future__ import annotations
 from pathlib import Path
 from urllib.parse import urlparse
 
+from spine.adapters.auth.jwks import JwksKeySet
 from spine.adapters.blob.local import LocalBlobStore
+from spine.adapters.ratelimit.memory import InProcessRateLimiter
 from spine.adapters.sql import migrate
 from spine.adapters.sqlite.database import SqliteDatabase
 from spine.domain.jobs import RetryPolicy
 from spine.pipeline.sandbox import ExtractionSandbox
 from spine.ports import BlobStore, Database, Embedder
-from spine.service.container import Services
+from spine.service.container import Services, utc_now
+from spine.service.keyring import Keyring, load_master_key
+from spine.service.tokens import ALGORITHM, TokenVerifier, load_or_create_secret
 from spine.settings import Settings
 
 
@@ -54,13 +58,33 @@ def open_embedder(settings: Settings) -> Embedder:
     return MiniLMOnnxEmbedder(batch_size=settings.embed_batch_size, threads=settings.embed_threads)
 
 
+def open_verifier(settings: Settings) -> TokenVerifier:
+    """The API's token checker. The HS256 secret is read (or generated) only when HS256 is
+    allowed, and the JWKS is fetched on first use, not here: an identity provider that is
+    down at start-up delays logins, not the start."""
+    secret = (
+        load_or_create_secret(settings.jwt_secret, settings.data_dir)
+        if ALGORITHM in settings.jwt_algorithms
+        else None
+    )
+    keys = (
+        JwksKeySet(settings.jwt_jwks_url, refresh_seconds=settings.jwt_jwks_refresh_seconds)
+        if settings.jwt_jwks_url
+        else None
+    )
+    return TokenVerifier(settings, hs256_secret=secret, keys=keys)
+
+
 def bootstrap(settings: Settings, *, embedder: Embedder | None = None) -> Services:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    # Read first: a malformed SPINE_MASTER_KEY stops the start with a clear message.
+    master_key = load_master_key(settings.master_key, settings.data_dir)
+    db = open_database(
+        settings.resolved_database_url(), busy_timeout_ms=settings.db_busy_timeout_ms
+    )
     return Services(
         settings=settings,
-        db=open_database(
-            settings.resolved_database_url(), busy_timeout_ms=settings.db_busy_timeout_ms
-        ),
+        db=db,
         blobs=open_blob_store(settings.resolved_blob_url()),
         embedder=embedder or open_embedder(settings),
         # Children start on first use: an API-only process never starts one.
@@ -71,4 +95,8 @@ def bootstrap(settings: Settings, *, embedder: Embedder | None = None) -> Servic
             max_children=max(1, settings.workers),
         ),
         retry=RetryPolicy(settings.retry_base_seconds, settings.retry_max_seconds),
+        # One API process: buckets in memory. Several processes need a shared store
+        # behind the same port, or each would grant the full rate.
+        rate_limiter=InProcessRateLimiter(),
+        keyring=Keyring(master_key, db, utc_now),
     )

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from spine.domain.jobs import RetryPolicy
-from spine.ports import BlobStore, Database, Embedder, Extractor
+from spine.ports import BlobStore, Database, Embedder, Extractor, RateLimiter
+from spine.service.keyring import Keyring
 from spine.settings import Settings
 
 
@@ -23,6 +24,8 @@ class Services:
     embedder: Embedder
     extractor: Extractor
     retry: RetryPolicy
+    rate_limiter: RateLimiter
+    keyring: Keyring
     clock: Callable[[], datetime] = utc_now
 
     def close(self) -> None:

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import time
+import unicodedata
 from dataclasses import dataclass, replace
 from pathlib import PurePath
 from typing import Any, BinaryIO
+
+import structlog
 
 from spine.domain.documents import Document, new_id
 from spine.domain.jobs import Job, JobState
@@ -12,9 +16,9 @@ from spine.errors import InvalidRequest, TooManyRequests
 from spine.pipeline.detect import detect_content_type
 from spine.service.container import Services
 
+log = structlog.get_logger("spine.documents")
+
 SNIFF_BYTES = 8192
-#: A blob written this recently may belong to an upload whose row is not committed yet.
-BLOB_GRACE_SECONDS = 600.0
 MAX_TITLE_CHARS = 500
 
 
@@ -38,12 +42,49 @@ class Accepted:
 UNFINISHED = (JobState.PENDING, JobState.RUNNING, JobState.RETRYING)
 
 
+#: What is left of a file name after ``clean_filename``; a common file system's limit.
+MAX_FILENAME_CHARS = 255
+#: Bidirectional overrides, embeddings, isolates and marks: they make "exe.txt" display
+#: what is really "txt.exe".
+_BIDI_CONTROLS = frozenset(
+    "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+)
+#: Longest suffix kept when a name is cut: detection uses it to break ties.
+_MAX_KEPT_SUFFIX = 16
+
+
+def clean_filename(filename: str | None) -> str | None:
+    """The uploader's file name as data: never a path (blobs are named by their hash),
+    but shown in titles, logs and terminals. Control, line-separator and bidi characters
+    go; the rest is kept as sent, cut to ``MAX_FILENAME_CHARS`` with its suffix kept."""
+    if filename is None:
+        return None
+    kept = "".join(
+        ch
+        for ch in filename
+        if unicodedata.category(ch) not in ("Cc", "Zl", "Zp") and ch not in _BIDI_CONTROLS
+    )
+    if len(kept) > MAX_FILENAME_CHARS:
+        suffix = PurePath(kept).suffix
+        suffix = suffix if len(suffix) <= _MAX_KEPT_SUFFIX else ""
+        kept = kept[: MAX_FILENAME_CHARS - len(suffix)] + suffix
+    return kept or None
+
+
 def default_title(filename: str | None) -> str:
-    return PurePath(filename).name if filename else "untitled"
+    """The base name, whichever separator the uploader's system used."""
+    base = PurePath(filename.replace("\\", "/")).name if filename else ""
+    return base if base.strip(". ") else "untitled"
 
 
 def upload(
-    services: Services, tenant_id: str, upload: Upload, *, reprocess: bool = False
+    services: Services,
+    tenant_id: str,
+    upload: Upload,
+    *,
+    subject: str | None = None,
+    sees_all_jobs: bool = False,
+    reprocess: bool = False,
 ) -> Accepted:
     """Store the bytes, then the document row and its PENDING job in one transaction.
 
@@ -52,9 +93,13 @@ def upload(
     acknowledge a document whose bytes are missing. Only after the commit does the API
     answer 202. Bytes the tenant already has make no new document, and no new job unless
     ``reprocess`` asks for one.
+
+    ``subject`` is recorded as the new job's ``created_by``. For a duplicate, the latest
+    job is returned only when the caller may read it (theirs, or ``sees_all_jobs``).
     """
     if upload.title is not None and len(upload.title) > MAX_TITLE_CHARS:
         raise InvalidRequest(f"title is longer than {MAX_TITLE_CHARS} characters")
+    upload = replace(upload, filename=clean_filename(upload.filename))
     head = upload.stream.read(SNIFF_BYTES)
     content_type = detect_content_type(
         head, declared=upload.declared_type, filename=upload.filename
@@ -71,6 +116,8 @@ def upload(
             latest = (
                 uow.jobs.get(tenant_id, existing.latest_job_id) if existing.latest_job_id else None
             )
+            if latest is not None and not sees_all_jobs and latest.created_by != subject:
+                latest = None  # another subject's job: not the caller's to read
             return Accepted(existing, latest, duplicate=True)
         document = existing or Document(
             id=new_id("doc"),
@@ -85,7 +132,7 @@ def upload(
             created_at=now,
             updated_at=now,
         )
-        job = new_job(services, tenant_id, document.id)
+        job = new_job(services, tenant_id, document.id, created_by=subject)
         if existing is None:
             uow.documents.add(tenant_id, replace(document, latest_job_id=job.id))
         else:
@@ -98,7 +145,7 @@ def upload(
         )
 
 
-def new_job(services: Services, tenant_id: str, document_id: str) -> Job:
+def new_job(services: Services, tenant_id: str, document_id: str, *, created_by: str | None) -> Job:
     now = services.clock()
     return Job(
         id=new_id("job"),
@@ -112,6 +159,7 @@ def new_job(services: Services, tenant_id: str, document_id: str) -> Job:
         started_at=None,
         finished_at=None,
         next_run_at=now,
+        created_by=created_by,
     )
 
 
@@ -141,18 +189,38 @@ def page(
     return items[:limit], next_cursor
 
 
-def delete(services: Services, tenant_id: str, document_id: str) -> None:
-    """Remove the document, its chunks, index entries and jobs in one transaction.
+def delete(services: Services, tenant_id: str, document_id: str, *, compact: bool = True) -> None:
+    """Remove the document and every copy of what it said, in one transaction: chunks,
+    full-text and vector entries, its PII vault entries, jobs, and stored idempotency
+    responses that quote it (an upload's response holds its title and file name). No
+    result cache exists yet; one must be purged here when it comes.
 
-    The blob goes after the commit, and only when no other document of the tenant
-    holds the same bytes. A worker still running this document's job loses its lease
-    (the job row is gone), so its result can never bring the chunks back.
+    The blob goes after the commit, unless another document of the tenant holds the same
+    bytes or they were written again after this document was made: that is an upload in
+    flight whose row is not committed yet, and ``spine gc`` sweeps the bytes if nothing
+    claims them. A worker still running this document's job loses its lease (the job row
+    is gone), so its result can never bring the chunks back. Then ``compact`` empties the
+    database's write-ahead log, which still holds the pages from before the delete.
     """
     with services.db.write() as uow:
         document = uow.documents.get(tenant_id, document_id)
         uow.index.delete_document(tenant_id, document_id)
+        uow.privacy.delete_vault(tenant_id, document_id)
+        uow.privacy.forget_responses_mentioning(tenant_id, document_id)
         uow.jobs.delete_for_document(tenant_id, document_id)
         uow.documents.delete(tenant_id, document_id)
         still_used = uow.documents.count_with_sha256(tenant_id, document.sha256) > 0
     if not still_used:
-        services.blobs.delete(tenant_id, document.sha256, unless_newer_than=BLOB_GRACE_SECONDS)
+        age = time.time() - document.created_at.timestamp()
+        services.blobs.delete(tenant_id, document.sha256, unless_newer_than=max(age, 1e-3))
+    if compact:
+        compact_storage(services)
+
+
+def compact_storage(services: Services) -> None:
+    """Best effort: a delete has committed whether or not the log could be emptied now;
+    the next compaction finishes the job."""
+    try:
+        services.db.compact()
+    except Exception as exc:
+        log.warning("db.compact_failed", error_type=type(exc).__name__)

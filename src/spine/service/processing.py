@@ -19,8 +19,9 @@ from spine.errors import (
     TransientError,
 )
 from spine.pipeline.chunk import chunk_text
+from spine.service import privacy
 from spine.service.container import Services
-from spine.service.documents import default_title
+from spine.service.documents import MAX_TITLE_CHARS, default_title
 
 log = structlog.get_logger("spine.processing")
 
@@ -35,8 +36,18 @@ def run_pipeline(services: Services, job: Job) -> None:
         document = uow.documents.get(tenant_id, job.document_id)
     data = services.blobs.get(tenant_id, document.sha256)
     extracted = services.extractor.extract(data, document.content_type)
+    # A title the uploader did not choose (the file name) yields to the document's own.
+    title = document.title
+    if extracted.title and title == default_title(document.filename):
+        title = extracted.title.strip() or title
+    # Personal data is scrubbed before anything else sees the text: only the scrubbed
+    # text is chunked, embedded and indexed, so no value reaches the chunks, the
+    # full-text index or the vectors. Titles are cut after scrubbing, never through a
+    # value (half an address would no longer be detected).
+    scrubbed = privacy.scrub_document(services, tenant_id, document.id, extracted.text, title)
+    title = privacy.clip_title(scrubbed.title, MAX_TITLE_CHARS)
     spans = chunk_text(
-        extracted.text,
+        scrubbed.text,
         target_tokens=settings.chunk_target_tokens,
         max_tokens=settings.chunk_max_tokens,
         overlap_tokens=settings.chunk_overlap_tokens,
@@ -46,12 +57,12 @@ def run_pipeline(services: Services, job: Job) -> None:
         Chunk(new_id("chk"), document.id, ordinal, span.text, span.start, span.end, vector)
         for ordinal, (span, vector) in enumerate(zip(spans, vectors, strict=True))
     ]
-    # A title the uploader did not choose (the file name) yields to the document's own.
-    title = document.title
-    if extracted.title and title == default_title(document.filename):
-        title = extracted.title.strip()[:500] or title
+    if scrubbed.counts:
+        log.info("pii.scrubbed", tenant=tenant_id, document_id=document.id, kinds=scrubbed.counts)
     with services.db.write() as uow:
         uow.index.replace(tenant_id, document.id, title, chunks)
+        # Same transaction as the index: a retried job replaces the vault, never adds to it.
+        uow.privacy.replace_vault(tenant_id, document.id, scrubbed.vault, now=services.clock())
         uow.documents.mark_processed(
             tenant_id, document.id, chunk_count=len(chunks), title=title, now=services.clock()
         )

@@ -9,6 +9,7 @@ import structlog
 
 from spine.domain.search import Candidate, SearchHit, SearchMode, reciprocal_rank_fusion
 from spine.errors import InvalidRequest, TransientError
+from spine.service import privacy
 from spine.service.container import Services
 
 log = structlog.get_logger("spine.search")
@@ -38,12 +39,15 @@ def search(
     if not 1 <= k <= MAX_K:
         raise InvalidRequest(f"k must be between 1 and {MAX_K}")
     pool = max(k, services.settings.search_candidates)
+    # The index holds scrubbed text: a value in the query becomes the tenant's token for
+    # it, so both legs look for what was stored, and the model never sees the value.
+    scrubbed = privacy.scrub_query(services, tenant_id, query)
     # Embed before opening the read transaction: the model is the slow part.
     vector: list[float] | None = None
     degraded: list[str] = []
     if mode is not SearchMode.KEYWORD:
         try:
-            vector = services.embedder.embed([query])[0]
+            vector = services.embedder.embed([scrubbed])[0]
         except TransientError as exc:
             # The embedder is down or its breaker open: answer from the keyword index and
             # say so, rather than fail the search.
@@ -53,14 +57,14 @@ def search(
     with services.db.read() as uow:
         legs: list[list[Candidate]] = []
         if mode_used is not SearchMode.SEMANTIC:
-            legs.append(uow.index.keyword(tenant_id, query, pool))
+            legs.append(uow.index.keyword(tenant_id, scrubbed, pool))
         if vector is not None:
             legs.append(uow.index.semantic(tenant_id, vector, pool))
         if mode_used is SearchMode.HYBRID:
             ranked = reciprocal_rank_fusion(legs, k=services.settings.rrf_k, limit=k)
         else:
             ranked = legs[0][:k]
-        infos = uow.index.describe(tenant_id, [c.chunk_key for c in ranked], query)
+        infos = uow.index.describe(tenant_id, [c.chunk_key for c in ranked], scrubbed)
     hits = [
         SearchHit(
             document_id=info.document_id,

@@ -14,13 +14,14 @@ from alembic.runtime.migration import MigrationContext
 
 from spine.adapters.sql import migrate
 from spine.adapters.sql.tables import metadata
+from spine.adapters.sqlite.database import SqliteDatabase
+from spine.adapters.sqlite.search_index import FTS_TABLE_PREFIX, fts_table
 
 SPINE_TABLES = {
     "documents",
     "chunks",
     "jobs",
     "job_events",
-    "chunks_fts",
     "chunks_vec",
     "idempotency_keys",
 }
@@ -65,8 +66,10 @@ def test_upgrade_to_head_creates_every_table(url: str, connection: Any) -> None:
 
     tables = _tables(connection)
     assert tables.keys() >= SPINE_TABLES
-    assert "USING fts5" in tables["chunks_fts"]
     assert "USING vec0" in tables["chunks_vec"]
+    # Full-text tables are one per tenant, made by a tenant's first write: none yet, and
+    # no shared one, whose BM25 statistics mixed every tenant's text.
+    assert [name for name in tables if name.startswith("chunks_fts")] == []
 
 
 def test_upgrade_to_head_creates_the_queue_and_tenant_indexes(url: str, connection: Any) -> None:
@@ -157,3 +160,96 @@ def test_migrated_schema_matches_the_tables_the_repositories_query(url: str) -> 
         )
 
     assert [op for op in diff if not is_search_index(op)] == []
+
+
+# -- the full-text index: one table per tenant since 0003 -----------------------------------
+
+TENANTS = {"acme": ["acme owns the nightingale", "acme second"], "it's b": ["b's heron"]}
+#: The shared table exactly as revision 0001 made it.
+SHARED_FTS_SQL = (
+    "CREATE VIRTUAL TABLE chunks_fts USING fts5("
+    "title, text, tenant_id UNINDEXED, "
+    "tokenize = 'porter unicode61 remove_diacritics 2')"
+)
+
+
+def _tenant_fts_tables(conn: Any) -> set[str]:
+    return {
+        name
+        for name, sql in _tables(conn).items()
+        if name.startswith(FTS_TABLE_PREFIX) and sql.startswith("CREATE VIRTUAL TABLE")
+    }
+
+
+def _seed_shared_index(conn: Any) -> dict[int, tuple[str, str]]:
+    """Documents and chunks of two tenants in the shared ``chunks_fts`` of 0001/0002."""
+    rows: dict[int, tuple[str, str]] = {}
+    for tenant, texts in TENANTS.items():
+        document_id = f"doc-{len(rows)}"
+        conn.execute(
+            "INSERT INTO documents (id, tenant_id, title, content_type, size_bytes, sha256, "
+            "metadata, chunk_count, created_at, updated_at) "
+            "VALUES (?, ?, 'Title', 'text/plain', 1, 'x', '{}', ?, '2030-01-01', '2030-01-01')",
+            (document_id, tenant, len(texts)),
+        )
+        for ordinal, body in enumerate(texts):
+            seq = conn.execute(
+                "INSERT INTO chunks (id, tenant_id, document_id, ordinal, text, start_char, "
+                "end_char) VALUES (?, ?, ?, ?, ?, 0, 1) RETURNING seq",
+                (f"{document_id}-{ordinal}", tenant, document_id, ordinal, body),
+            ).fetchone()[0]
+            conn.execute(
+                "INSERT INTO chunks_fts (rowid, title, text, tenant_id) VALUES (?, 'Title', ?, ?)",
+                (seq, body, tenant),
+            )
+            rows[seq] = (tenant, body)
+    conn.commit()
+    return rows
+
+
+def test_upgrade_moves_each_tenants_rows_into_its_own_table_and_downgrade_back(
+    url: str, connection: Any
+) -> None:
+    migrate.upgrade(url, "0002")
+    seeded = _seed_shared_index(connection)
+
+    migrate.upgrade(url)
+
+    assert "chunks_fts" not in _tables(connection)
+    assert _tenant_fts_tables(connection) == {fts_table(tenant) for tenant in TENANTS}
+    for tenant in TENANTS:
+        table = fts_table(tenant)
+        moved = dict(connection.execute(f"SELECT rowid, text FROM {table}").fetchall())  # noqa: S608
+        assert moved == {seq: body for seq, (owner, body) in seeded.items() if owner == tenant}
+        config = dict(connection.execute(f"SELECT k, v FROM {table}_config").fetchall())  # noqa: S608
+        assert config.get("secure-delete") == 1
+    # The adapter finds the migrated rows: the migration named the tables as it does.
+    database = SqliteDatabase(url)
+    try:
+        with database.read() as uow:
+            assert [c.chunk_key for c in uow.index.keyword("acme", "nightingale", 10)] == [1]
+            assert uow.index.keyword("it's b", "nightingale", 10) == []
+    finally:
+        database.close()
+
+    migrate.downgrade(url, "0002")
+
+    tables = _tables(connection)
+    assert tables["chunks_fts"] == SHARED_FTS_SQL
+    assert not [name for name in tables if name.startswith(FTS_TABLE_PREFIX)]
+    back = connection.execute("SELECT rowid, tenant_id, text FROM chunks_fts").fetchall()
+    assert {seq: (tenant, body) for seq, tenant, body in back} == seeded
+
+
+def test_downgrade_to_base_drops_the_tables_tenants_made(url: str, connection: Any) -> None:
+    migrate.upgrade(url, "0002")
+    _seed_shared_index(connection)
+    migrate.upgrade(url)
+    # And one made by the application after the upgrade, as a new tenant's first write does.
+    connection.execute(f"CREATE VIRTUAL TABLE {fts_table('late')} USING fts5(title, text)")
+    connection.commit()
+    assert len(_tenant_fts_tables(connection)) == 3
+
+    migrate.downgrade(url)
+
+    assert set(_tables(connection)) <= BOOKKEEPING

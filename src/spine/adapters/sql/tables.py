@@ -144,9 +144,11 @@ idempotency_keys = Table(
 audit_log = Table(
     "audit_log",
     metadata,
-    Column("seq", Integer, primary_key=True, autoincrement=True),
     # "-" holds what happened before anyone was authenticated (rejected tokens).
-    Column("tenant_id", String(128), nullable=False),
+    Column("tenant_id", String(128), primary_key=True),
+    # Position in the tenant's own chain (1, 2, ...): a global counter would tell one
+    # tenant how busy the others are.
+    Column("seq", Integer, primary_key=True, autoincrement=False),
     Column("at", UtcDateTime, nullable=False),
     Column("actor", String(256), nullable=False),
     Column("action", String(64), nullable=False),
@@ -155,7 +157,6 @@ audit_log = Table(
     Column("outcome", String(64), nullable=False),
     Column("prev_hash", String(64), nullable=False),
     Column("hash", String(64), nullable=False),
-    Index("ix_audit_log_tenant_seq", "tenant_id", "seq"),
 )
 
 # The newest entry of each tenant's chain: the lock that orders appends, and the anchor

@@ -7,17 +7,23 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+import structlog
 from sqlalchemy import Connection, text
 from sqlalchemy.exc import OperationalError
 
 from spine.adapters.sql.audit import SqlAuditRepository
 from spine.adapters.sql.documents import SqlDocumentRepository
+from spine.adapters.sql.housekeeping import SqlHousekeeping
 from spine.adapters.sql.idempotency import SqlIdempotencyRepository
-from spine.adapters.sql.jobs import SqlJobRepository
+from spine.adapters.sql.jobs import SqlJobDispatcher, SqlJobRepository
 from spine.adapters.sql.privacy import SqlPrivacyRepository
 from spine.adapters.sqlite.engine import BUSY_TIMEOUT_MS, create_sqlite_engine
 from spine.adapters.sqlite.search_index import SqliteSearchIndex
 from spine.errors import Unavailable
+
+log = structlog.get_logger("spine.db")
+#: How long a compaction waits for other connections before it settles for less.
+COMPACT_BUSY_TIMEOUT_MS = 2_000
 
 
 @dataclass
@@ -28,6 +34,9 @@ class SqliteUnitOfWork:
     idempotency: SqlIdempotencyRepository
     audit: SqlAuditRepository
     privacy: SqlPrivacyRepository
+    # Tenant-blind by design, for the worker loop and `spine gc` only (see spine.ports).
+    dispatch: SqlJobDispatcher
+    housekeeping: SqlHousekeeping
 
     @classmethod
     def on(cls, conn: Connection) -> SqliteUnitOfWork:
@@ -38,6 +47,8 @@ class SqliteUnitOfWork:
             SqlIdempotencyRepository(conn),
             SqlAuditRepository(conn),
             SqlPrivacyRepository(conn),
+            SqlJobDispatcher(conn),
+            SqlHousekeeping(conn),
         )
 
 
@@ -51,6 +62,7 @@ class SqliteDatabase:
         self._writer = create_sqlite_engine(url, immediate=True, busy_timeout_ms=busy_timeout_ms)
         self._reader = create_sqlite_engine(url, immediate=False, busy_timeout_ms=busy_timeout_ms)
         self._write_lock = threading.Lock()
+        self._busy_timeout_ms = busy_timeout_ms
 
     @contextmanager
     def write(self) -> Iterator[SqliteUnitOfWork]:
@@ -65,6 +77,35 @@ class SqliteDatabase:
     def ping(self) -> None:
         with _translated_errors(), self._reader.connect() as conn:
             conn.execute(text("SELECT 1"))
+
+    def compact(self) -> None:
+        """Checkpoint the WAL into the database file and truncate it to zero bytes.
+
+        In WAL mode every changed page is appended to the -wal file, so the page images
+        from before a delete (with the deleted text) stay there until the WAL is reused,
+        however long that takes; secure_delete only zeroes the database file's pages.
+        TRUNCATE copies the current pages home and empties the WAL. It runs outside any
+        transaction and holds this process's write lock. A reader (of any process) still
+        on a snapshot from before the delete can make it partial: best effort, the next
+        compaction, or the last connection closing, finishes the job.
+        """
+        with _translated_errors(), self._write_lock:
+            raw = self._writer.raw_connection()
+            try:
+                cursor = raw.cursor()
+                # TRUNCATE waits for readers on older snapshots; a delete's answer must
+                # not wait the full busy timeout for them.
+                cursor.execute(f"PRAGMA busy_timeout={COMPACT_BUSY_TIMEOUT_MS}")
+                try:
+                    cursor.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                    row = cursor.fetchone()  # (busy, WAL frames, frames copied)
+                finally:
+                    cursor.execute(f"PRAGMA busy_timeout={self._busy_timeout_ms}")
+                    cursor.close()
+            finally:
+                raw.close()
+        if row is not None and row[0]:
+            log.info("db.checkpoint_partial")
 
     def close(self) -> None:
         self._writer.dispose()

@@ -8,14 +8,26 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile
 
+from spine.api.auditing import audited
 from spine.api.deps import Reader, ServicesDep, Writer
 from spine.api.idempotency import IdempotencyKey, json_outcome, respond
-from spine.api.schemas import DocumentPage, DocumentPublic, JobPublic, UploadAccepted
+from spine.api.openapi import problem_responses
+from spine.api.schemas import (
+    DocumentPage,
+    DocumentPublic,
+    DocumentTextPublic,
+    JobPublic,
+    UploadAccepted,
+)
+from spine.domain.auth import Scope
 from spine.errors import InvalidRequest
 from spine.ports import StoredResponse
-from spine.service import documents
+from spine.service import documents, jobs, privacy
+from spine.service.audit import Action
 
-router = APIRouter(prefix="/v1/documents", tags=["documents"])
+router = APIRouter(
+    prefix="/v1/documents", tags=["documents"], responses=problem_responses(404, 409, 415)
+)
 
 
 def _parse_metadata(raw: str | None) -> dict[str, Any]:
@@ -62,18 +74,24 @@ def upload_document(
     already has answer 200 with the existing document and ``duplicate: true``."""
 
     def operation() -> StoredResponse:
-        accepted = documents.upload(
-            services,
-            principal.tenant_id,
-            documents.Upload(
-                stream=file.file,
-                filename=file.filename,
-                declared_type=file.content_type,
-                title=title,
-                metadata=_parse_metadata(metadata),
-            ),
-            reprocess=reprocess,
-        )
+        with audited(request, principal, Action.DOCUMENT_UPLOAD) as trail:
+            accepted = documents.upload(
+                services,
+                principal.tenant_id,
+                documents.Upload(
+                    stream=file.file,
+                    filename=file.filename,
+                    declared_type=file.content_type,
+                    title=title,
+                    metadata=_parse_metadata(metadata),
+                ),
+                subject=principal.subject,
+                sees_all_jobs=jobs.sees_all_jobs(principal),
+                reprocess=reprocess,
+            )
+            trail.resources = [accepted.document.id]
+            if accepted.duplicate and not reprocess:
+                trail.outcome = "duplicate"
         made_job = not accepted.duplicate or reprocess
         body = UploadAccepted(
             document=DocumentPublic.of(accepted.document),
@@ -109,6 +127,29 @@ def get_document(principal: Reader, services: ServicesDep, document_id: str) -> 
     return DocumentPublic.of(documents.get(services, principal.tenant_id, document_id))
 
 
+@router.get("/{document_id}/text", response_model=DocumentTextPublic)
+def get_document_text(
+    request: Request,
+    principal: Reader,
+    services: ServicesDep,
+    document_id: str,
+    reveal: Annotated[
+        bool, Query(description="Replace tokens by their values; needs the pii:read scope.")
+    ] = False,
+) -> DocumentTextPublic:
+    """The document's stored text, reassembled from its chunks: personal data appears as
+    the tenant's policy left it (tokens, redactions). ``reveal=true`` needs what
+    ``deps.PiiReader`` needs: a token issued with the ``pii:read`` scope."""
+    if not reveal:
+        text = privacy.document_text(services, principal.tenant_id, document_id, reveal=False)
+        return DocumentTextPublic.of(text)
+    # Checked before the audited block: a refusal is recorded by the 403 handler.
+    principal.require_scope(Scope.PII_READ)
+    with audited(request, principal, Action.DOCUMENT_REVEAL, document_id):
+        text = privacy.document_text(services, principal.tenant_id, document_id, reveal=True)
+    return DocumentTextPublic.of(text)
+
+
 @router.delete("/{document_id}", status_code=204)
 def delete_document(
     request: Request,
@@ -118,7 +159,8 @@ def delete_document(
     idempotency_key: IdempotencyKey = None,
 ) -> Response:
     def operation() -> StoredResponse:
-        documents.delete(services, principal.tenant_id, document_id)
+        with audited(request, principal, Action.DOCUMENT_DELETE, document_id):
+            documents.delete(services, principal.tenant_id, document_id)
         return json_outcome(204, None)
 
     return respond(

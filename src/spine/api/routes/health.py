@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from spine.api.deps import ServicesDep
+from spine.api.openapi import problem_responses
 
 router = APIRouter(tags=["health"])
 
@@ -15,7 +16,7 @@ def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz")
+@router.get("/readyz", responses=problem_responses(503, common=False))
 def readyz(services: ServicesDep) -> dict[str, str]:
     """The database and the blob store answer; 503 otherwise."""
     services.db.ping()

@@ -6,14 +6,27 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
 
+from spine.api.auditing import audited
 from spine.api.deps import Reader, ServicesDep, Writer
 from spine.api.idempotency import IdempotencyKey, json_outcome, respond
+from spine.api.openapi import problem_responses
 from spine.api.schemas import JobPage, JobPublic, JobStats, RetryRequest, RetryResult
 from spine.domain.jobs import JobState
 from spine.ports import StoredResponse
 from spine.service import jobs
+from spine.service.audit import Action
 
-router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=problem_responses(404, 409))
+
+
+CreatedBy = Annotated[
+    str | None,
+    Query(
+        max_length=256,
+        description="Admins: only jobs this subject queued. Others see only their own jobs "
+        "anyway, and may name only themselves.",
+    ),
+]
 
 
 @router.get("", response_model=JobPage, response_model_by_alias=True)
@@ -21,19 +34,29 @@ def list_jobs(
     principal: Reader,
     services: ServicesDep,
     state: JobState | None = None,
+    created_by: CreatedBy = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[str | None, Query(max_length=64)] = None,
 ) -> JobPage:
+    """The caller's jobs, newest first; an admin's are every job of the tenant."""
     items, next_cursor = jobs.page(
-        services, principal.tenant_id, state=state, limit=limit, cursor=cursor
+        services,
+        principal.tenant_id,
+        created_by=jobs.creator_filter(principal, created_by),
+        state=state,
+        limit=limit,
+        cursor=cursor,
     )
     return JobPage(items=[JobPublic.of(j) for j in items], next_cursor=next_cursor)
 
 
 @router.get("/stats", response_model=JobStats)
-def job_stats(principal: Reader, services: ServicesDep) -> JobStats:
-    """Jobs by state, and the dead-letter queue's depth."""
-    counts = jobs.counts(services, principal.tenant_id)
+def job_stats(principal: Reader, services: ServicesDep, created_by: CreatedBy = None) -> JobStats:
+    """The caller's jobs (an admin's: the tenant's) by state, and the dead-letter queue's
+    depth."""
+    counts = jobs.counts(
+        services, principal.tenant_id, created_by=jobs.creator_filter(principal, created_by)
+    )
     return JobStats(states=counts, dlq_depth=counts[JobState.FAILED])
 
 
@@ -45,12 +68,21 @@ def retry_dead_letters(
     body: RetryRequest,
     idempotency_key: IdempotencyKey = None,
 ) -> Response:
-    """Take FAILED jobs (optionally of one ``error_type``) back to PENDING."""
+    """Take FAILED jobs the caller may see (optionally of one ``error_type``) back to
+    PENDING."""
 
     def operation() -> StoredResponse:
-        retried = jobs.retry_failed(
-            services, principal.tenant_id, error_type=body.error_type, limit=body.limit
-        )
+        # One entry per retried job, all with this request's id; "-" when none matched.
+        with audited(request, principal, Action.DLQ_RETRY) as trail:
+            retried = jobs.retry_failed(
+                services,
+                principal.tenant_id,
+                created_by=jobs.creator_filter(principal),
+                subject=principal.subject,
+                error_type=body.error_type,
+                limit=body.limit,
+            )
+            trail.resources = list(retried)
         return json_outcome(200, RetryResult(retried=retried, count=len(retried)))
 
     return respond(
@@ -74,7 +106,15 @@ def retry_job(
     """Take one FAILED job back to PENDING, attempts reset; 409 if it is not FAILED."""
 
     def operation() -> StoredResponse:
-        return json_outcome(200, JobPublic.of(jobs.retry(services, principal.tenant_id, job_id)))
+        with audited(request, principal, Action.JOB_RETRY, job_id):
+            job = jobs.retry(
+                services,
+                principal.tenant_id,
+                job_id,
+                created_by=jobs.creator_filter(principal),
+                subject=principal.subject,
+            )
+        return json_outcome(200, JobPublic.of(job))
 
     return respond(
         request, services, principal.tenant_id, idempotency_key, lambda: job_id, operation
@@ -83,4 +123,7 @@ def retry_job(
 
 @router.get("/{job_id}", response_model=JobPublic, response_model_by_alias=True)
 def get_job(principal: Reader, services: ServicesDep, job_id: str) -> JobPublic:
-    return JobPublic.of(jobs.get(services, principal.tenant_id, job_id))
+    """Another subject's job answers 404 to a non-admin, exactly like an unknown id."""
+    return JobPublic.of(
+        jobs.get(services, principal.tenant_id, job_id, created_by=jobs.creator_filter(principal))
+    )

@@ -7,11 +7,12 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from spine.api.deps import Reader, ServicesDep
+from spine.api.openapi import problem_responses
 from spine.api.schemas import SearchResponse
 from spine.domain.search import SearchMode
 from spine.service import search as search_service
 
-router = APIRouter(prefix="/v1/search", tags=["search"])
+router = APIRouter(prefix="/v1/search", tags=["search"], responses=problem_responses())
 
 
 @router.get("", response_model=SearchResponse)
