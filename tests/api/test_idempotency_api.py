@@ -61,7 +61,7 @@ def test_key_whose_first_request_is_running_answers_409_with_retry_after(
     with services.db.write() as uow:
         uow.idempotency.begin(
             "acme",
-            "key-4",
+            idempotency.scoped_key("test", "key-4"),  # the subject of auth()'s tokens
             fingerprint=idempotency.fingerprint(
                 "DELETE", f"/v1/documents/{document_id}", document_id
             ),
@@ -102,6 +102,22 @@ def test_keys_are_per_tenant(client: TestClient, auth: AuthFactory) -> None:
     mine = post(client, auth("tenant-a"), "shared-key").json()
     theirs = post(client, auth("tenant-b"), "shared-key").json()
     assert mine["document"]["id"] != theirs["document"]["id"]
+
+
+def test_keys_are_per_subject(client: TestClient, settings: Settings) -> None:
+    alice = bearer(settings, TEST_SECRET, "acme", subject="alice")
+    bob = bearer(settings, TEST_SECRET, "acme", subject="bob")
+    first = post(client, alice, "shared-key")
+    # Same tenant, same key, same bytes: Bob's request runs as his own (the tenant
+    # already has the bytes, so it is a duplicate), never a replay of Alice's response.
+    second = post(client, bob, "shared-key")
+    assert first.status_code == 202
+    assert second.status_code == 200
+    assert "idempotent-replayed" not in second.headers
+    assert second.json()["duplicate"] is True
+    # And a different request under Bob's key is not "key reused": he never used it.
+    assert post(client, bob, "other-key", data=TEXT + b"?").status_code == 202
+    assert post(client, alice, "other-key", data=TEXT + b"?!").status_code == 202
 
 
 def test_key_expires_after_its_ttl(

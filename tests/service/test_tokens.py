@@ -28,6 +28,8 @@ from spine.settings import Settings
 from support.jwks import claims, ec_key, jwks_of, kid_of, rsa_key, sign
 
 SECRET = "s" * 48
+
+
 def now() -> int:
     """Read at each use: PyJWT checks against the real clock, and a constant taken at
     import time is minutes old by the time a test runs late in a full suite."""

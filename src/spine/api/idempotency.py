@@ -10,6 +10,7 @@ from fastapi import Header, Request, Response
 from pydantic import BaseModel
 
 from spine.api.problems import PROBLEM_JSON, problem_body
+from spine.domain.auth import Principal
 from spine.errors import SpineError
 from spine.ports import StoredResponse
 from spine.service import idempotency
@@ -45,7 +46,7 @@ def to_response(stored: StoredResponse, *, replayed: bool = False) -> Response:
 def respond(
     request: Request,
     services: Services,
-    tenant_id: str,
+    principal: Principal,
     key: str | None,
     request_fingerprint: Callable[[], Any],
     operation: Callable[[], StoredResponse],
@@ -66,7 +67,8 @@ def respond(
 
     stored, replayed = idempotency.run_once(
         services,
-        tenant_id,
+        principal.tenant_id,
+        principal.subject,
         key,
         idempotency.fingerprint(request.method, request.url.path, request_fingerprint()),
         operation,

@@ -33,20 +33,29 @@ def validate_key(key: str) -> str:
     return key
 
 
+def scoped_key(subject: str, key: str) -> str:
+    """The stored form of a caller's key: keys belong to one subject, so another subject
+    of the tenant who sends the same key runs their own request instead of receiving
+    the first subject's stored response (or learning that the key exists)."""
+    return hashlib.sha256(f"{subject}\0{validate_key(key)}".encode()).hexdigest()
+
+
 def run_once(
     services: Services,
     tenant_id: str,
+    subject: str,
     key: str,
     request_fingerprint: str,
     operation: Callable[[], StoredResponse],
     error_response: Callable[[SpineError], StoredResponse],
 ) -> tuple[StoredResponse, bool]:
-    """Run ``operation`` at most once per key; returns (response, replayed)."""
+    """Run ``operation`` at most once per subject and key; returns (response, replayed)."""
     settings = services.settings
+    key = scoped_key(subject, key)
     with services.db.write() as uow:
         stored = uow.idempotency.begin(
             tenant_id,
-            validate_key(key),
+            key,
             fingerprint=request_fingerprint,
             now=services.clock(),
             ttl=timedelta(seconds=settings.idempotency_ttl_seconds),

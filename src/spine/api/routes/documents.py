@@ -104,7 +104,7 @@ def upload_document(
     return respond(
         request,
         services,
-        principal.tenant_id,
+        principal,
         idempotency_key,
         lambda: (_file_sha256(file), file.filename, file.content_type, title, metadata, reprocess),
         operation,
@@ -163,6 +163,4 @@ def delete_document(
             documents.delete(services, principal.tenant_id, document_id)
         return json_outcome(204, None)
 
-    return respond(
-        request, services, principal.tenant_id, idempotency_key, lambda: document_id, operation
-    )
+    return respond(request, services, principal, idempotency_key, lambda: document_id, operation)

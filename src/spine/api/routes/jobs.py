@@ -88,7 +88,7 @@ def retry_dead_letters(
     return respond(
         request,
         services,
-        principal.tenant_id,
+        principal,
         idempotency_key,
         lambda: body.model_dump(),
         operation,
@@ -116,9 +116,7 @@ def retry_job(
             )
         return json_outcome(200, JobPublic.of(job))
 
-    return respond(
-        request, services, principal.tenant_id, idempotency_key, lambda: job_id, operation
-    )
+    return respond(request, services, principal, idempotency_key, lambda: job_id, operation)
 
 
 @router.get("/{job_id}", response_model=JobPublic, response_model_by_alias=True)
