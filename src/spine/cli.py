@@ -10,6 +10,7 @@ import html
 import logging
 import mimetypes
 import os
+import re
 import signal
 import sys
 import time
@@ -165,14 +166,25 @@ def serve(
 class QuerylessAccessLog(logging.Filter):
     """Drops the query string from uvicorn's access log lines: ``/v1/search?q=`` holds
     what people search for, e-mail addresses and card numbers among it, and a log must
-    never hold a personal value. The path (ids only) stays."""
+    never hold a personal value. Of the path, only Spine's own words and ids stay: a
+    caller may put anything where an id belongs."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         args = record.args
         # uvicorn: (client address, method, path with query, HTTP version, status)
         if isinstance(args, tuple) and len(args) == 5 and isinstance(args[2], str):
-            record.args = (args[0], args[1], args[2].split("?", 1)[0], args[3], args[4])
+            record.args = (args[0], args[1], loggable_path(args[2]), args[3], args[4])
         return True
+
+
+_PATH_WORD = re.compile(r"[a-z0-9]{1,32}|[a-z]{1,16}_[0-9a-f]{32}")
+
+
+def loggable_path(path: str) -> str:
+    """``path`` without its query, each segment that is not a plain word or a Spine id
+    replaced by ``-``."""
+    segments = path.split("?", 1)[0].split("/")
+    return "/".join(s if not s or _PATH_WORD.fullmatch(s) else "-" for s in segments)
 
 
 @app.command()

@@ -41,7 +41,7 @@ class Settings(BaseSettings):
     )
     jwt_jwks_url: str | None = Field(
         None,
-        description="Public keys for RS256/ES256: a JWKS file path or an https:// URL.",
+        description="Public keys for RS256/ES256: a JWKS file path or an http(s):// URL.",
     )
     jwt_jwks_refresh_seconds: float = Field(
         300.0, gt=0, description="How long a fetched JWKS is used before it is fetched again."

@@ -288,3 +288,67 @@ def test_delete_drops_stored_responses_that_quote_the_document(
     assert any(kept in body for body in bodies)
     with services.db.read() as uow:
         assert uow.privacy.vault("acme", document_id) == []
+
+
+def test_title_and_metadata_are_scrubbed_at_upload_and_stay_revealable(
+    client: TestClient, auth: Any
+) -> None:
+    writer = auth("acme")
+    response = client.post(
+        "/v1/documents",
+        headers=writer,
+        files={"file": ("scan.pdf", b"%PDF-1.7\nnot really a pdf", "application/pdf")},
+        data={
+            "title": "Invoice for jane.doe@example.com",
+            "metadata": '{"owner": "jane.doe@example.com", "tags": ["ssn 123-45-6789"]}',
+        },
+    )
+    assert response.status_code == 202, response.text
+    document = response.json()["document"]
+    # Before processing, and whatever processing does (this file fails), no reader
+    # ever sees the values.
+    for body in (response.text, client.get(f"/v1/documents/{document['id']}", headers=writer).text):
+        assert "jane.doe@example.com" not in body
+        assert "123-45-6789" not in body
+    assert document["title"].startswith("Invoice for <EMAIL:")
+    assert document["metadata"]["owner"].startswith("<EMAIL:")
+    # The vault holds them: forgetting the address finds this document.
+    receipt = client.post(
+        "/v1/privacy/forget",
+        headers=auth("acme", Role.ADMIN),
+        json={"value": "jane.doe@example.com"},
+    ).json()
+    assert document["id"] in receipt["documents_affected"]
+
+
+def test_processing_keeps_the_vault_entries_of_the_uploaded_title(
+    client: TestClient, auth: Any
+) -> None:
+    admin = auth("acme", Role.ADMIN)
+    response = client.post(
+        "/v1/documents",
+        headers=admin | {"Idempotency-Key": "upload-1"},
+        files={"file": ("notes.txt", b"Minutes of the garden committee.", "text/plain")},
+        data={"title": "Minutes sent to jane.doe@example.com"},
+    )
+    assert response.status_code == 202, response.text
+    document_id = response.json()["document"]["id"]
+    assert wait_for_job(client, response.json()["job"]["id"], admin)["state"] == "SUCCEEDED"
+
+    receipt = client.post(
+        "/v1/privacy/forget", headers=admin, json={"value": "jane.doe@example.com"}
+    ).json()
+
+    # Only the title held the address: its vault entry outlived the processing.
+    assert receipt["documents_affected"] == [document_id]
+    assert receipt["vault_entries_removed"] == 1
+    # The stored response of the upload quoted the title's token: it is gone too, so the
+    # same key runs afresh (a duplicate of the bytes) instead of replaying it.
+    again = client.post(
+        "/v1/documents",
+        headers=admin | {"Idempotency-Key": "upload-1"},
+        files={"file": ("notes.txt", b"Minutes of the garden committee.", "text/plain")},
+        data={"title": "Minutes sent to jane.doe@example.com"},
+    )
+    assert "idempotent-replayed" not in again.headers
+    assert again.json()["duplicate"] is True

@@ -198,7 +198,8 @@ class TenantIsolationMachine(RuleBasedStateMachine):
         }
         self.documents: dict[str, ModelDocument] = {}
         self.jobs: dict[str, ModelJob] = {}
-        self.keys: dict[tuple[str, str], str] = {}  # (tenant, Idempotency-Key) -> document
+        # (tenant, subject, Idempotency-Key) -> document: a key belongs to one subject.
+        self.keys: dict[tuple[str, str, str], str] = {}
         self.settled = True  # every job has ended since the last change to the queue
         # Something may have changed what callers can list since the views were checked:
         # any request but a GET (a foreign id's DELETE included), or jobs ending.
@@ -302,12 +303,12 @@ class TenantIsolationMachine(RuleBasedStateMachine):
             files={"file": (filename, data, content_type)},
             data={"title": f"Notes {title_word}"},
         )
-        if key is not None and (caller.tenant, key) in self.keys:
-            # The tenant used this key for another upload: refused, nothing stored.
+        if key is not None and (caller.tenant, caller.subject, key) in self.keys:
+            # The caller used this key for another upload: refused, nothing stored.
             assert response.status_code == 422, response.text
             assert response.json()["type"] == "idempotency-key-reused"
             return
-        # A key another tenant used is this tenant's to use afresh: no replay across.
+        # A key another tenant or subject used is this caller's to use afresh: no replay.
         assert response.status_code == 202, response.text
         body = response.json()
         assert body["duplicate"] is False
@@ -323,7 +324,7 @@ class TenantIsolationMachine(RuleBasedStateMachine):
             job["id"], caller.tenant, document_id, caller.subject, corrupt
         )
         if key is not None:
-            self.keys[(caller.tenant, key)] = document_id
+            self.keys[(caller.tenant, caller.subject, key)] = document_id
         self.settled = False
 
     @rule(data=st.data(), reprocess=st.booleans())

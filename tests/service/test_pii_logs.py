@@ -14,7 +14,7 @@ import structlog
 from starlette.testclient import TestClient
 
 from conftest import AuthFactory
-from spine.cli import QuerylessAccessLog
+from spine.cli import QuerylessAccessLog, loggable_path
 from spine.domain.auth import Role
 from support.api import wait_for_job
 
@@ -104,7 +104,8 @@ def test_ingest_search_reveal_and_forget_log_no_value(
     # The capture saw the work: per-kind counts were logged, and the values were not.
     kinds = [e for e in structlog_events if e.get("event") == "pii.scrubbed"]
     assert kinds, structlog_events
-    assert kinds[0]["kinds"]["EMAIL"] == 2
+    # The body's address; the title's was scrubbed at upload, before processing.
+    assert kinds[0]["kinds"]["EMAIL"] == 1
     assert kinds[0]["kinds"]["EMPLOYEE_ID"] == 1
     assert any(e.get("event") == "pii.forgotten" for e in structlog_events)
     assert any(e.get("event") == "pii.revealed" for e in structlog_events)
@@ -135,3 +136,13 @@ def test_the_servers_access_log_drops_query_strings() -> None:
     finally:
         logger.removeHandler(handler)
     assert stream.getvalue() == '127.0.0.1:5000 - "GET /v1/search HTTP/1.1" 200\n'
+
+
+def test_the_servers_access_log_keeps_only_spine_words_and_ids_of_a_path() -> None:
+    document_id = "doc_" + "0" * 32
+    assert loggable_path(f"/v1/documents/{document_id}/text?reveal=true") == (
+        f"/v1/documents/{document_id}/text"
+    )
+    # Whatever a caller puts where an id belongs is not written down.
+    assert loggable_path("/v1/documents/jane.doe@example.com") == "/v1/documents/-"
+    assert loggable_path("/v1/jobs/4111%201111%201111%201111/retry") == "/v1/jobs/-/retry"

@@ -14,6 +14,7 @@ from spine.domain.documents import Document, new_id
 from spine.domain.jobs import Job, JobState
 from spine.errors import InvalidRequest, TooManyRequests
 from spine.pipeline.detect import detect_content_type
+from spine.service import privacy
 from spine.service.container import Services
 
 log = structlog.get_logger("spine.documents")
@@ -110,6 +111,9 @@ def upload(
         tenant_id, upload.stream, max_bytes=services.settings.max_upload_bytes
     )
     now = services.clock()
+    document_id = new_id("doc")
+    # Read before the write transaction: it may load the tenant's policy and keys.
+    fields = privacy.scrub_fields(services, tenant_id, document_id, upload.title, upload.metadata)
     with services.db.write() as uow:
         existing = uow.documents.find_by_sha256(tenant_id, blob.sha256)
         if existing is not None and not reprocess:
@@ -120,14 +124,14 @@ def upload(
                 latest = None  # another subject's job: not the caller's to read
             return Accepted(existing, latest, duplicate=True)
         document = existing or Document(
-            id=new_id("doc"),
+            id=document_id,
             tenant_id=tenant_id,
-            title=upload.title or default_title(upload.filename),
+            title=fields.title or default_title(upload.filename),
             filename=upload.filename,
             content_type=content_type,
             size_bytes=blob.size_bytes,
             sha256=blob.sha256,
-            metadata=upload.metadata,
+            metadata=fields.metadata,
             chunk_count=0,
             created_at=now,
             updated_at=now,
@@ -135,6 +139,7 @@ def upload(
         job = new_job(services, tenant_id, document.id, created_by=subject)
         if existing is None:
             uow.documents.add(tenant_id, replace(document, latest_job_id=job.id))
+            uow.privacy.replace_vault(tenant_id, document.id, fields.vault, now=now)
         else:
             uow.documents.set_latest_job(tenant_id, document.id, job.id)
         uow.jobs.enqueue(tenant_id, job)

@@ -18,6 +18,7 @@ import re
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import structlog
 
@@ -137,6 +138,55 @@ def scrub_document(
         for token, (kind, canonical) in {**body.tokens, **head.tokens}.items()
     ]
     return ScrubbedDocument(body.text, head.text, vault, dict(body.counts + head.counts))
+
+
+@dataclass(frozen=True)
+class ScrubbedFields:
+    title: str | None
+    metadata: dict[str, Any]
+    vault: list[VaultEntry]
+
+
+def scrub_fields(
+    services: Services,
+    tenant_id: str,
+    document_id: str,
+    title: str | None,
+    metadata: dict[str, Any],
+) -> ScrubbedFields:
+    """An upload's own title and metadata values, scrubbed before they are stored: they
+    are shown to every reader at once, long before (or even without) processing."""
+    policy = get_policy(services, tenant_id).policy
+    detector = detector_for(services, policy)
+    found: dict[str, tuple[str, str]] = {}
+
+    def clean(value: Any) -> Any:
+        if isinstance(value, str):
+            scrubbed = _scrub(value, detector, policy, lambda: keys_of(services, tenant_id))
+            found.update(scrubbed.tokens)
+            return scrubbed.text
+        if isinstance(value, list):
+            return [clean(item) for item in value]
+        if isinstance(value, dict):
+            return {key: clean(item) for key, item in value.items()}
+        return value
+
+    clean_title = clean(title) if title is not None else None
+    clean_metadata = clean(metadata)
+    keys = keys_of(services, tenant_id) if found else None
+    vault = [
+        keys.seal(document_id, token, kind, canonical)
+        for token, (kind, canonical) in found.items()
+        if keys is not None
+    ]
+    return ScrubbedFields(clean_title, clean_metadata, vault)
+
+
+def still_referenced(entries: Sequence[VaultEntry], *fields: str) -> list[VaultEntry]:
+    """The entries whose tokens still appear in ``fields`` (a stored title, metadata):
+    what a reprocessing must keep, since those fields are not scrubbed again."""
+    text = "\n".join(fields)
+    return [entry for entry in entries if entry.token in text]
 
 
 def scrub_query(services: Services, tenant_id: str, query: str) -> str:
@@ -304,6 +354,9 @@ def forget(
     with services.db.write() as uow:
         by_token = uow.privacy.documents_with_tokens(tenant_id, tokens)
         removed = uow.privacy.forget_tokens(tenant_id, tokens)
+        # A stored response (an upload replayed under its Idempotency-Key) may quote it.
+        for needle in (*literals, *tokens):
+            uow.privacy.forget_responses_mentioning(tenant_id, needle)
         affected = sorted(set(by_token) | set(in_clear))
         originals: set[str] = set()
         for document_id in affected:

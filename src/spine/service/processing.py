@@ -7,6 +7,8 @@ attempt wrote instead of adding to it, and a worker that lost its lease commits 
 
 from __future__ import annotations
 
+import json
+
 import structlog
 
 from spine.domain.documents import Chunk, new_id
@@ -62,7 +64,13 @@ def run_pipeline(services: Services, job: Job) -> None:
     with services.db.write() as uow:
         uow.index.replace(tenant_id, document.id, title, chunks)
         # Same transaction as the index: a retried job replaces the vault, never adds to it.
-        uow.privacy.replace_vault(tenant_id, document.id, scrubbed.vault, now=services.clock())
+        # The title and metadata scrubbed at upload keep their vault entries.
+        kept = privacy.still_referenced(
+            uow.privacy.vault(tenant_id, document.id), title, json.dumps(document.metadata)
+        )
+        fresh = {entry.token for entry in scrubbed.vault}
+        vault = [*scrubbed.vault, *(entry for entry in kept if entry.token not in fresh)]
+        uow.privacy.replace_vault(tenant_id, document.id, vault, now=services.clock())
         uow.documents.mark_processed(
             tenant_id, document.id, chunk_count=len(chunks), title=title, now=services.clock()
         )
