@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from spine.adapters.sql import migrate
+from spine.adapters.sql.jobs import worker_alias
 from spine.adapters.sqlite.database import SqliteDatabase
 from spine.domain.documents import new_id
 from spine.domain.jobs import Job, JobError, JobState, RetryDecision, RetryPolicy
@@ -172,7 +173,7 @@ def test_claim_marks_job_running_with_first_attempt_and_a_lease(db: SqliteDataba
     assert got.started_at == T0 + seconds(1)
     assert got.next_run_at is None
     assert transitions(got) == [(None, JobState.PENDING), (JobState.PENDING, JobState.RUNNING)]
-    assert "w1" in got.events[-1].detail
+    assert worker_alias("w1") in got.events[-1].detail
 
 
 def test_second_claim_finds_nothing_while_the_job_is_leased(db: SqliteDatabase) -> None:
@@ -240,9 +241,10 @@ def test_succeed_records_pending_running_succeeded_events_in_order(db: SqliteDat
     ]
     assert [e.detail for e in done.events] == [
         "enqueued",
-        "claimed by w1 (attempt 1)",
+        f"claimed by worker {worker_alias('w1')} (attempt 1)",
         "pipeline finished",
     ]
+    assert "w1" not in worker_alias("w1")  # the history never names the host or process
 
 
 def test_succeeded_job_is_never_claimed_again(db: SqliteDatabase) -> None:

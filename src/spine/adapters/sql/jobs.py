@@ -14,6 +14,7 @@ picks the job, and changes it under the job's own tenant like any other caller.
 from __future__ import annotations
 
 import builtins
+import hashlib
 import secrets
 from datetime import datetime, timedelta
 from typing import Any
@@ -65,6 +66,13 @@ def _job_from_row(row: Row[Any], events: tuple[JobEvent, ...] = ()) -> Job:
         events=events,
         created_by=m["created_by"],
     )
+
+
+def worker_alias(worker_id: str) -> str:
+    """How a job's history, which its tenant reads, names the worker: distinct per worker
+    (two claims by different workers stay distinguishable) without the host name and
+    process id that the worker id itself holds."""
+    return hashlib.sha256(worker_id.encode()).hexdigest()[:8]
 
 
 class SqlJobRepository:
@@ -308,7 +316,7 @@ class SqlJobDispatcher:
             current,
             JobState.RUNNING,
             now=now,
-            detail=f"claimed by {worker_id} (attempt {current.attempts + 1})",
+            detail=f"claimed by worker {worker_alias(worker_id)} (attempt {current.attempts + 1})",
             attempts=current.attempts + 1,
             lease_owner=worker_id,
             lease_token=token,
