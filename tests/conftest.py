@@ -9,9 +9,10 @@ import pytest
 from starlette.testclient import TestClient
 
 from spine.adapters.embedders.minilm_onnx import MiniLMOnnxEmbedder
+from spine.adapters.sqlite.database import SqliteDatabase
 from spine.api.app import create_app
 from spine.domain.auth import Role
-from spine.service.bootstrap import bootstrap
+from spine.service.bootstrap import bootstrap, open_database
 from spine.service.container import Services
 from spine.settings import Settings
 from support.api import bearer
@@ -51,6 +52,16 @@ def settings(tmp_path: Path) -> Settings:
         rate_limit_writer=UNTHROTTLED,
         rate_limit_admin=UNTHROTTLED,
     )
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Iterator[SqliteDatabase]:
+    """A migrated SQLite database of its own, for tests of the repositories below the
+    services."""
+    database = open_database(f"sqlite:///{tmp_path / 'spine.db'}")
+    assert isinstance(database, SqliteDatabase)
+    yield database
+    database.close()
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ from __future__ import annotations
 import io
 import os
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -15,38 +14,16 @@ import pytest
 
 from spine.adapters.blob.local import LocalBlobStore
 from spine.adapters.sqlite.database import SqliteDatabase
-from spine.domain.documents import Document, new_id
 from spine.errors import IdempotencyKeyReused
-from spine.service.bootstrap import open_database
 from spine.service.gc import purge_idempotency_keys, sweep_blobs
+from support.rows import document_row
 
 T0 = datetime(2030, 1, 1, tzinfo=UTC)
 
 
-@pytest.fixture
-def db(tmp_path: Path) -> Iterator[SqliteDatabase]:
-    database = open_database(f"sqlite:///{tmp_path / 'spine.db'}")
-    assert isinstance(database, SqliteDatabase)
-    yield database
-    database.close()
-
-
 def add_document(db: SqliteDatabase, tenant: str, sha256: str) -> None:
-    document = Document(
-        id=new_id("doc"),
-        tenant_id=tenant,
-        title="t",
-        filename=None,
-        content_type="text/plain",
-        size_bytes=1,
-        sha256=sha256,
-        metadata={},
-        chunk_count=0,
-        created_at=T0,
-        updated_at=T0,
-    )
     with db.write() as uow:
-        uow.documents.add(tenant, document)
+        uow.documents.add(tenant, document_row(tenant, sha256=sha256))
 
 
 def age(store: LocalBlobStore, tenant: str, sha256: str, seconds: float) -> None:

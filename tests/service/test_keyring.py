@@ -22,7 +22,7 @@ from spine.adapters.sql.tables import tenant_keys
 from spine.adapters.sqlite.database import SqliteDatabase
 from spine.domain.privacy import TOKEN
 from spine.ports import Database, UnitOfWork
-from spine.service.bootstrap import bootstrap, open_database
+from spine.service.bootstrap import bootstrap
 from spine.service.container import utc_now
 from spine.service.keyring import (
     MASTER_KEY_FILE,
@@ -38,13 +38,6 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 def key_text(raw: bytes) -> str:
     return base64.b64encode(raw).decode()
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> Iterator[Database]:
-    database = open_database(f"sqlite:///{tmp_path / 'spine.db'}")
-    yield database
-    database.close()
 
 
 def stored_rows(db: Database) -> list[Any]:

@@ -3,7 +3,6 @@ are per tenant and newest first, chains stream oldest first."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from contextlib import closing
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -13,16 +12,8 @@ import sqlean
 
 from spine.errors import Conflict
 from spine.ports import AuditEntry, AuditHead, Database
-from spine.service.bootstrap import open_database
 
 T0 = datetime(2026, 1, 2, 3, 4, 5, 123456, tzinfo=UTC)
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> Iterator[Database]:
-    database = open_database(f"sqlite:///{tmp_path / 'spine.db'}")
-    yield database
-    database.close()
 
 
 def entry(seq: int, tenant: str, prev: str, *, action: str = "document.upload") -> AuditEntry:

@@ -4,13 +4,10 @@ tenant scoping, one example at a time. The clock is explicit: every call gets it
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 
-from spine.adapters.sql import migrate
 from spine.adapters.sql.jobs import worker_alias
 from spine.adapters.sqlite.database import SqliteDatabase
 from spine.domain.documents import new_id
@@ -49,15 +46,6 @@ def make_job(
         next_run_at=None,
         created_by=created_by,
     )
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> Iterator[SqliteDatabase]:
-    url = f"sqlite:///{tmp_path / 'spine.db'}"
-    migrate.upgrade(url)
-    database = SqliteDatabase(url)
-    yield database
-    database.close()
 
 
 def enqueue(db: SqliteDatabase, job: Job) -> Job:

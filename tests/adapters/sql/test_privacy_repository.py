@@ -2,26 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
-import pytest
-
-from spine.domain.documents import Chunk, Document
+from spine.domain.documents import Chunk
 from spine.domain.privacy import CustomPattern, PiiAction, PiiPolicy
 from spine.ports import Database, StoredResponse, VaultEntry, WrappedTenantKeys
-from spine.service.bootstrap import open_database
+from support.rows import document_row
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 HOUR = timedelta(hours=1)
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> Iterator[Database]:
-    database = open_database(f"sqlite:///{tmp_path / 'spine.db'}")
-    yield database
-    database.close()
 
 
 def add_document(
@@ -35,19 +24,7 @@ def add_document(
     with db.write() as uow:
         uow.documents.add(
             tenant,
-            Document(
-                id=document_id,
-                tenant_id=tenant,
-                title=title,
-                filename=filename,
-                content_type="text/plain",
-                size_bytes=1,
-                sha256="0" * 64,
-                metadata={},
-                chunk_count=0,
-                created_at=NOW,
-                updated_at=NOW,
-            ),
+            document_row(tenant, document_id, title=title, filename=filename, at=NOW),
         )
         if text:
             chunk = Chunk(f"chk_{document_id}", document_id, 0, text, 0, len(text), [0.1] * 384)

@@ -30,6 +30,7 @@ from spine.domain.documents import Document, new_id
 from spine.domain.jobs import Job, JobError, JobState, RetryDecision, RetryPolicy
 from spine.errors import LeaseLost, NotFound
 from spine.ports import StoredResponse
+from support.rows import document_row
 
 T0 = datetime(2030, 1, 1, tzinfo=UTC)
 TENANT = "tenant-under-test"
@@ -202,19 +203,7 @@ def statement_problem(captured: Captured) -> str | None:
 
 
 def make_document(document_id: str, sha: str = "a" * 64) -> Document:
-    return Document(
-        id=document_id,
-        tenant_id=TENANT,
-        title="t",
-        filename="t.txt",
-        content_type="text/plain",
-        size_bytes=1,
-        sha256=sha,
-        metadata={},
-        chunk_count=0,
-        created_at=T0,
-        updated_at=T0,
-    )
+    return document_row(TENANT, document_id, filename="t.txt", sha256=sha, at=T0)
 
 
 def make_job(document_id: str, created_by: str | None = "alice") -> Job:

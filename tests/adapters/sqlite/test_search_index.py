@@ -8,17 +8,15 @@ so the scores told the tenant about the other tenant's words and volume.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 from sqlalchemy import text
 
-from spine.adapters.sql import migrate
 from spine.adapters.sqlite.database import SqliteDatabase, SqliteUnitOfWork
 from spine.adapters.sqlite.search_index import FTS_TABLE_PREFIX, fts_table
-from spine.domain.documents import Chunk, Document, new_id
+from spine.domain.documents import Chunk, new_id
+from support.rows import document_row
 
 T0 = datetime(2030, 1, 1, tzinfo=UTC)
 EMBEDDING_DIMENSION = 384  # the vec0 column of migration 0001
@@ -28,15 +26,6 @@ FILLER = (
     "The quarterly report covers budgets, staffing, the weather in the northern "
     "offices and a long list of other ordinary matters that make this text longer."
 )
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> Iterator[SqliteDatabase]:
-    url = f"sqlite:///{tmp_path / 'spine.db'}"
-    migrate.upgrade(url)
-    database = SqliteDatabase(url)
-    yield database
-    database.close()
 
 
 def vector(seed: int) -> list[float]:
@@ -51,19 +40,7 @@ def index(uow: SqliteUnitOfWork, tenant: str, title: str, *texts: str) -> str:
     document_id = new_id("doc")
     uow.documents.add(
         tenant,
-        Document(
-            id=document_id,
-            tenant_id=tenant,
-            title=title,
-            filename=None,
-            content_type="text/plain",
-            size_bytes=1,
-            sha256="a" * 64,
-            metadata={},
-            chunk_count=len(texts),
-            created_at=T0,
-            updated_at=T0,
-        ),
+        document_row(tenant, document_id, title=title, sha256="a" * 64, chunk_count=len(texts)),
     )
     uow.index.replace(
         tenant,

@@ -1,0 +1,34 @@
+"""Domain rows for tests below the services, with defaults for what a test does not name."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from spine.domain.documents import Document, new_id
+
+T0 = datetime(2030, 1, 1, tzinfo=UTC)
+
+
+def document_row(
+    tenant: str,
+    document_id: str | None = None,
+    *,
+    title: str = "t",
+    filename: str | None = None,
+    sha256: str = "0" * 64,
+    chunk_count: int = 0,
+    at: datetime = T0,
+) -> Document:
+    return Document(
+        id=document_id or new_id("doc"),
+        tenant_id=tenant,
+        title=title,
+        filename=filename,
+        content_type="text/plain",
+        size_bytes=1,
+        sha256=sha256,
+        metadata={},
+        chunk_count=chunk_count,
+        created_at=at,
+        updated_at=at,
+    )
