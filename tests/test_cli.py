@@ -133,10 +133,10 @@ def test_client_errors_are_one_readable_line(server: tuple[str, dict[str, str]])
 
 def test_migrate_down_and_up(tmp_path: Path) -> None:
     env = process_env(tmp_path / "m", TEST_SECRET)
-    assert "revision 0003" in spine("migrate", "up", env=env).stdout
+    assert "revision 0004" in spine("migrate", "up", env=env).stdout
     assert "revision 0001" in spine("migrate", "down", "--revision", "0001", env=env).stdout
     assert "revision base" in spine("migrate", "down", env=env).stdout
-    assert "revision 0003" in spine("migrate", "up", env=env).stdout
+    assert "revision 0004" in spine("migrate", "up", env=env).stdout
 
 
 def test_dlq_list_and_retry(server: tuple[str, dict[str, str]], tmp_path: Path) -> None:

@@ -7,10 +7,8 @@ Client commands read ``SPINE_URL`` and ``SPINE_TOKEN``; server commands read the
 from __future__ import annotations
 
 import html
-import logging
 import mimetypes
 import os
-import re
 import signal
 import sys
 import time
@@ -150,12 +148,15 @@ def serve(
         token = _make_token(settings, print_token, Role.ADMIN, 86_400, "dev")
         console.print(f"Token ({print_token}, admin, 24 h):\n{token}", soft_wrap=True)
         console.print(f"  export SPINE_URL={base} SPINE_TOKEN={token}", soft_wrap=True)
-    logging.getLogger("uvicorn.access").addFilter(QuerylessAccessLog())
+    _observe(settings)
     uvicorn.run(
         create_app(settings),
         host=host,
         port=port,
-        log_level="info",
+        # Spine's own `http.request` event replaces uvicorn's access log: it names the
+        # route template, never the path and query (which can hold personal data).
+        log_config=None,
+        access_log=False,
         timeout_graceful_shutdown=int(settings.shutdown_grace_seconds) + 5,
         # h11's own cap (16 KiB) would answer a plain-text 400 before Spine's 431
         # problem+json; leave room for the request line and keep a cap.
@@ -163,28 +164,13 @@ def serve(
     )
 
 
-class QuerylessAccessLog(logging.Filter):
-    """Drops the query string from uvicorn's access log lines: ``/v1/search?q=`` holds
-    what people search for, e-mail addresses and card numbers among it, and a log must
-    never hold a personal value. Of the path, only Spine's own words and ids stay: a
-    caller may put anything where an id belongs."""
+def _observe(settings: Settings) -> None:
+    """Logs and traces for a server process (``serve``, ``worker``)."""
+    from spine.observability.logging import configure_logging
+    from spine.observability.tracing import configure_tracing
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        args = record.args
-        # uvicorn: (client address, method, path with query, HTTP version, status)
-        if isinstance(args, tuple) and len(args) == 5 and isinstance(args[2], str):
-            record.args = (args[0], args[1], loggable_path(args[2]), args[3], args[4])
-        return True
-
-
-_PATH_WORD = re.compile(r"[a-z0-9]{1,32}|[a-z]{1,16}_[0-9a-f]{32}")
-
-
-def loggable_path(path: str) -> str:
-    """``path`` without its query, each segment that is not a plain word or a Spine id
-    replaced by ``-``."""
-    segments = path.split("?", 1)[0].split("/")
-    return "/".join(s if not s or _PATH_WORD.fullmatch(s) else "-" for s in segments)
+    configure_logging(settings)
+    configure_tracing(settings)
 
 
 @app.command()
@@ -195,9 +181,20 @@ def worker(
     """Run workers alone, without the API (scale-out)."""
     from spine.queue.worker import WorkerPool
     from spine.service.bootstrap import bootstrap
+    from spine.service.slo import SloFlusher
 
     settings = _settings(data_dir, workers=concurrency)
+    _observe(settings)
     services = bootstrap(settings)
+    if settings.worker_metrics_port is not None:
+        from prometheus_client import start_http_server
+
+        # The worker has no API: its series (steps, runs, busy ratio) get their own port.
+        start_http_server(
+            settings.worker_metrics_port,
+            addr=settings.worker_metrics_host,
+            registry=services.metrics.registry,
+        )
     pool = WorkerPool(services, concurrency)
     signals: list[int] = []
 
@@ -209,17 +206,88 @@ def worker(
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
     pool.start()
+    # Freshness is counted where jobs finish: this process writes its own SLO counts.
+    flusher = SloFlusher(services)
+    flusher.start()
     console.print(f"Spine worker: {concurrency} thread(s) on {settings.resolved_database_url()}")
     while not signals:
         time.sleep(0.2)
     console.print("Stopping: finishing or releasing running jobs...")
-    if not pool.stop():
+    finished = pool.stop()
+    flusher.stop()
+    if not finished:
         # A released job's thread is still inside the model. Interpreter teardown would
         # free onnxruntime under it and abort; the release is committed, so leave now.
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(0)
     services.close()
+
+
+#: Settings whose values are secrets: shown as set or not, never printed.
+SECRET_SETTINGS = frozenset({"jwt_secret", "master_key", "embedder_api_key", "metrics_token"})
+
+
+def masked_settings(settings: Settings) -> dict[str, str]:
+    """Every effective setting as text, secrets and URL passwords masked."""
+    values = settings.model_dump()
+    values["database_url"] = settings.resolved_database_url()
+    values["blob_url"] = settings.resolved_blob_url()
+    return {
+        name: ("(set, hidden)" if value else "(unset)")
+        if name in SECRET_SETTINGS
+        else _without_password(str(value))
+        for name, value in values.items()
+    }
+
+
+def _without_password(text: str) -> str:
+    from urllib.parse import urlsplit
+
+    if "://" not in text:
+        return text
+    password = urlsplit(text).password
+    return text.replace(f":{password}@", ":***@") if password else text
+
+
+@app.command()
+def doctor(data_dir: DataDirOption = None) -> None:
+    """Check the database, blob store and embedder as /readyz does; show the effective
+    configuration (secrets masked). Exit 1 when Spine would not be ready."""
+    from spine.service.bootstrap import bootstrap
+    from spine.service.health import readiness
+
+    settings = _settings(data_dir)
+    config = Table(title="Effective configuration (SPINE_* environment, defaults)")
+    config.add_column("setting")
+    config.add_column("value", overflow="fold")
+    for name, value in masked_settings(settings).items():
+        config.add_row(name, escape(value))
+    console.print(config)
+    try:
+        services = bootstrap(settings)
+    except Exception as exc:
+        fail(f"cannot start: {type(exc).__name__}: {exc}")
+    try:
+        report = readiness(services)
+    finally:
+        services.close()
+    checks = Table(title=f"Checks: {report.status}")
+    for column in ("check", "status", "detail", "ms"):
+        checks.add_column(column)
+    colours = {"ok": "green", "degraded": "yellow", "failed": "red"}
+    for check in report.checks:
+        colour = colours[check.status]
+        checks.add_row(
+            check.name,
+            f"[{colour}]{check.status}[/{colour}]",
+            escape(check.detail),
+            f"{check.duration_ms:.1f}",
+        )
+    console.print(checks)
+    if not report.ready:
+        failed = ", ".join(c.name for c in report.checks if c.status == "failed")
+        fail(f"not ready: {failed}")
 
 
 @embedder_app.command("serve")
@@ -437,6 +505,70 @@ def audit_list(
             entry.outcome,
         )
     console.print(table)
+
+
+SPARK_LEVELS = "▁▂▃▄▅▆▇█"
+
+
+def sparkline(values: list[float | None], *, full: float = 0.0) -> str:
+    """One character per value, scaled so that the largest value, or ``full`` if that is
+    larger, is the full bar; a space for None (no events). Zero is the lowest bar: quiet
+    and good, unlike a gap, which is no data."""
+    peak = max([full, *(v for v in values if v is not None)])
+    top = len(SPARK_LEVELS) - 1
+    return "".join(
+        " " if v is None else SPARK_LEVELS[min(top, round(v / peak * top)) if peak > 0 else 0]
+        for v in values
+    )
+
+
+@app.command()
+def slo(
+    data_dir: DataDirOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """SLIs, error budgets and burn rates, read from the database (no server needed)."""
+    import json
+
+    from spine.service.bootstrap import open_database
+    from spine.service.slo import BURN_WINDOWS, HISTORY_HOURS, build_report
+
+    settings = _settings(data_dir)
+    db = open_database(settings.resolved_database_url())
+    try:
+        report = build_report(db, settings, datetime.now(UTC))
+    finally:
+        db.close()
+    if as_json:
+        print(json.dumps(report.to_json(), indent=2))
+        return
+    table = Table(title=f"SLOs over {report.window_days} days")
+    for column in ("SLO", "objective", f"SLI ({report.window_days}d)", "events", "budget left"):
+        table.add_column(column)
+    for window in BURN_WINDOWS:
+        table.add_column(f"burn {window}", justify="right")
+    table.add_column(f"error ratio, last {HISTORY_HOURS} h")
+    for status in report.slos:
+        left = status.budget_remaining
+        color = "green" if left >= 0.5 else "yellow" if left > 0 else "red"
+        # Overspent budgets are negative; the display stops at 0 and says so.
+        budget = f"{left:.1%}" if left > 0 else f"exhausted ({left:.0%})"
+        table.add_row(
+            status.name,
+            f"{status.objective:.2%}",
+            f"{status.sli:.3%}" if status.total else "-",
+            f"{status.budget_bad:,} bad / {status.total:,}",
+            f"[{color}]{budget}[/{color}]",
+            *(_burn(status.burn_rates[window]) for window in BURN_WINDOWS),
+            # Full height is the allowed error ratio (burn rate 1) or the worst hour.
+            sparkline(status.history, full=1 - status.objective),
+        )
+    console.print(table)
+
+
+def _burn(rate: float) -> str:
+    """Above 1 the budget runs out before the window's end: worth a colour."""
+    return f"[red]{rate:.1f}[/red]" if rate > 1 else f"{rate:.1f}"
 
 
 # -- client side ----------------------------------------------------------------------

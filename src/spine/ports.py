@@ -11,12 +11,14 @@ never hides among the tenant methods: :class:`JobDispatcher` (the workers' claim
 lease reaping; a claimed job then carries its tenant into every later call) and
 :class:`Housekeeping` (the blob sweeper's references, the purge of expired idempotency
 keys). The API layer never calls them: only the worker loop and ``spine gc`` do.
+:class:`SloRepository` holds SLO event counts, which belong to no tenant; the API reads
+them only for callers with the ``ops:read`` scope (``GET /v1/admin/slo``).
 """
 
 from __future__ import annotations
 
 import builtins
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -88,6 +90,15 @@ class Embedder(Protocol):
     dimension: int
 
     def embed(self, texts: Sequence[str]) -> list[list[float]]: ...
+
+
+class Breaker(Protocol):
+    """A circuit breaker in front of a downstream, as health checks and metrics read it."""
+
+    @property
+    def state(self) -> str:
+        """``closed``, ``half-open`` or ``open``."""
+        ...
 
 
 class DocumentRepository(Protocol):
@@ -163,8 +174,25 @@ class JobRepository(Protocol):
     ) -> builtins.list[str]: ...
 
     def requeue(
-        self, tenant_id: str, job_id: str, *, now: datetime, detail: str, queued_by: str | None
+        self,
+        tenant_id: str,
+        job_id: str,
+        *,
+        now: datetime,
+        detail: str,
+        queued_by: str | None,
+        request_id: str | None = None,
+        traceparent: str | None = None,
     ) -> None: ...
+
+
+@dataclass(frozen=True)
+class QueueSnapshot:
+    """The whole queue at one moment, for metrics: no tenant in it."""
+
+    counts: dict[JobState, int]
+    oldest_runnable_at: datetime | None
+    """When the longest-waiting runnable job became runnable; None: nothing is runnable."""
 
 
 class JobDispatcher(Protocol):
@@ -173,6 +201,8 @@ class JobDispatcher(Protocol):
     def claim(self, *, worker_id: str, now: datetime, lease_seconds: float) -> Job | None: ...
 
     def reap_expired(self, *, now: datetime, policy: RetryPolicy) -> int: ...
+
+    def snapshot(self, *, now: datetime) -> QueueSnapshot: ...
 
 
 class IdempotencyRepository(Protocol):
@@ -205,6 +235,34 @@ class Housekeeping(Protocol):
 
     def audited_tenants(self) -> builtins.set[str]:
         """Every tenant that has an audit chain: what ``spine audit verify`` walks."""
+        ...
+
+
+class SloRepository(Protocol):
+    """SLO event counts per (slo, minute), summed over every process: not tenant data,
+    and cross-tenant by design (one row counts the events of every tenant). For the SLO
+    recorder, the SLO report and ``spine slo``; never for a tenant's request."""
+
+    def add(self, counts: Mapping[tuple[str, datetime], tuple[int, int]]) -> None:
+        """Add (good, total) to the stored counts of each (slo, minute), atomically in
+        the database, so every process's flushes sum up."""
+        ...
+
+    def series(self, slo: str, since: datetime) -> builtins.list[tuple[datetime, int, int]]:
+        """(minute, good, total) of the minutes after ``since``, oldest first."""
+        ...
+
+    def totals(self, slo: str, since: datetime) -> tuple[int, int]:
+        """(good, total) summed over the minutes after ``since``."""
+        ...
+
+    def purge_older_than(self, cutoff: datetime) -> int:
+        """Drop the minutes before ``cutoff``; returns how many rows went."""
+        ...
+
+    def overdue_jobs(self, now: datetime, older_than_seconds: float) -> int:
+        """Unfinished jobs of any tenant queued more than ``older_than_seconds`` before
+        ``now``: uploads that are late already, though nothing has finished them yet."""
         ...
 
 
@@ -389,6 +447,9 @@ class UnitOfWork(Protocol):
 
     @property
     def housekeeping(self) -> Housekeeping: ...
+
+    @property
+    def slo(self) -> SloRepository: ...
 
     @property
     def index(self) -> SearchIndex: ...

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -147,6 +148,59 @@ class Settings(BaseSettings):
     )
     search_candidates: int = Field(50, gt=0, description="Candidates taken from each search leg.")
     rrf_k: int = Field(60, gt=0, description="Reciprocal rank fusion constant.")
+
+    # -- Observability (issue 5) -----------------------------------------------------
+    log_format: Literal["auto", "json", "console"] = Field(
+        "auto", description="Log lines as JSON, or readable; auto: readable on a terminal."
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="Lowest level logged."
+    )
+    otlp_endpoint: str | None = Field(
+        None,
+        description="OTLP/HTTP traces endpoint (e.g. http://collector:4318/v1/traces); "
+        "unset: spans are made (their ids are in the logs) but not exported.",
+    )
+    trace_sample_ratio: float = Field(
+        1.0, ge=0, le=1, description="Share of new traces recorded (parent-based)."
+    )
+    metrics_token: str | None = Field(
+        None,
+        description="When set, GET /metrics wants 'Authorization: Bearer <token>' (the "
+        "hot-spot series name tenants).",
+    )
+    worker_metrics_port: int | None = Field(
+        None, ge=1, le=65535, description="Port of `spine worker`'s own /metrics; unset: none."
+    )
+    worker_metrics_host: str = Field(
+        "127.0.0.1", description="Interface of `spine worker`'s /metrics (0.0.0.0: all)."
+    )
+    slo_window_days: int = Field(28, ge=1, le=90, description="Error budget window.")
+    slo_availability_objective: float = Field(
+        0.999, gt=0, lt=1, description="Share of requests that must answer non-5xx."
+    )
+    slo_search_latency_objective: float = Field(
+        0.99, gt=0, lt=1, description="Share of searches that must answer in time."
+    )
+    slo_search_latency_seconds: float = Field(
+        0.25, gt=0, description="The search latency SLO's threshold."
+    )
+    slo_freshness_objective: float = Field(
+        0.95, gt=0, lt=1, description="Share of uploads that must be searchable in time."
+    )
+    slo_freshness_seconds: float = Field(
+        60.0, gt=0, description="The freshness SLO's threshold, upload to searchable."
+    )
+    slo_flush_seconds: float = Field(
+        10.0, gt=0, description="How often a process writes its SLO counts to the database."
+    )
+    hotspot_top_k: int = Field(10, ge=1, le=100, description="Tenants the radar tracks by name.")
+    hotspot_window_seconds: float = Field(
+        300.0, gt=0, description="The radar's window: shares are of the last one or two."
+    )
+    hotspot_share_threshold: float = Field(
+        0.5, gt=0, le=1, description="A tenant's share of traffic or work that is a hot spot."
+    )
 
     @field_validator("rate_limit_reader", "rate_limit_writer", "rate_limit_admin")
     @classmethod

@@ -9,6 +9,7 @@ from starlette.testclient import TestClient
 from conftest import AuthFactory
 from spine.domain.auth import Role
 from support.api import wait_for_job
+from support.problems import assert_problem
 
 PROBLEM = "application/problem+json"
 TEXT = b"The quick brown fox jumps over the lazy dog near the riverbank at dawn."
@@ -21,16 +22,6 @@ def upload(client: TestClient, headers: dict[str, str], data: bytes = TEXT, **fo
         files={"file": ("note.txt", data, "text/plain")},
         data=form,
     )
-
-
-def assert_problem(response, status: int, type_: str) -> dict:  # type: ignore[no-untyped-def]
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith(PROBLEM)
-    body = response.json()
-    assert body["type"] == type_
-    assert body["status"] == status
-    assert "Traceback" not in response.text
-    return body
 
 
 def test_upload_answers_202_with_document_job_and_location(

@@ -12,6 +12,7 @@ from conftest import AuthFactory
 from spine.domain.auth import Role
 from spine.service.container import Services
 from support.api import wait_for_job
+from support.problems import assert_problem
 
 PROBLEM = "application/problem+json"
 EMAIL = "jane.doe@example.com"
@@ -21,15 +22,6 @@ BODY = (
     f"Jane can be reached at {EMAIL} or on {PHONE} about the compost bays.\n\n"
     "The next meeting is in the greenhouse."
 )
-
-
-def assert_problem(response: Any, status: int, type_: str) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith(PROBLEM)
-    body: dict[str, Any] = response.json()
-    assert body["type"] == type_
-    assert body["status"] == status
-    return body
 
 
 def ingest(

@@ -5,7 +5,6 @@ the real worker, is searched for each value."""
 
 from __future__ import annotations
 
-import io
 import logging
 from typing import Any
 
@@ -14,9 +13,10 @@ import structlog
 from starlette.testclient import TestClient
 
 from conftest import AuthFactory
-from spine.cli import QuerylessAccessLog, loggable_path
 from spine.domain.auth import Role
+from spine.observability.logging import REDACTED
 from support.api import wait_for_job
+from support.telemetry import json_logs
 
 VALUES = {
     # as written -> canonical
@@ -114,35 +114,30 @@ def test_ingest_search_reveal_and_forget_log_no_value(
     assert leaked == [], where[:5]
 
 
-def test_the_servers_access_log_drops_query_strings() -> None:
-    """``spine serve`` logs requests through uvicorn, whose line quotes the whole URL; a
-    search for an address must not write the address there."""
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    logger = logging.getLogger("spine.test.access")
-    logger.addHandler(handler)
-    logger.addFilter(QuerylessAccessLog())
-    logger.propagate = False
-    try:
-        # The call uvicorn makes for each response (uvicorn.protocols.http.h11_impl).
-        logger.warning(
-            '%s - "%s %s HTTP/%s" %d',
-            "127.0.0.1:5000",
-            "GET",
-            "/v1/search?q=maria.lopez%40example.com&mode=keyword",
-            "1.1",
-            200,
+def test_the_request_log_names_the_route_never_the_path_or_query(
+    client: TestClient, auth: AuthFactory
+) -> None:
+    """``spine serve`` turns uvicorn's access log off: Spine's own ``http.request`` line
+    names the route template, so neither a search's query nor whatever a caller put where
+    an id belongs is written down."""
+    with json_logs() as lines:
+        client.get("/v1/search", headers=auth(), params={"q": "maria.lopez@example.com"})
+        client.get("/v1/documents/jane.doe@example.com", headers=auth())
+        client.post("/v1/jobs/4111%201111%201111%201111/retry", headers=auth())
+    # The test's own HTTP client logs the URLs it requests; it is no part of Spine.
+    spines = [e for e in lines.events() if not e["logger"].startswith(("httpx", "httpcore"))]
+    printed = repr(spines)
+    routes = [e["route"] for e in spines if e["event"] == "http.request"]
+    assert routes == ["/v1/search", "/v1/documents/{document_id}", "/v1/jobs/{job_id}/retry"]
+    for value in ("maria.lopez", "jane.doe", "4111"):
+        assert value not in printed
+
+
+def test_fields_that_would_hold_text_are_redacted() -> None:
+    with json_logs() as lines:
+        structlog.get_logger("spine.test").info(
+            "test.event", text="maria.lopez@example.com", title="Jane's file", chunks=3
         )
-    finally:
-        logger.removeHandler(handler)
-    assert stream.getvalue() == '127.0.0.1:5000 - "GET /v1/search HTTP/1.1" 200\n'
-
-
-def test_the_servers_access_log_keeps_only_spine_words_and_ids_of_a_path() -> None:
-    document_id = "doc_" + "0" * 32
-    assert loggable_path(f"/v1/documents/{document_id}/text?reveal=true") == (
-        f"/v1/documents/{document_id}/text"
-    )
-    # Whatever a caller puts where an id belongs is not written down.
-    assert loggable_path("/v1/documents/jane.doe@example.com") == "/v1/documents/-"
-    assert loggable_path("/v1/jobs/4111%201111%201111%201111/retry") == "/v1/jobs/-/retry"
+    (event,) = [e for e in lines.events() if e["event"] == "test.event"]
+    assert event["text"] == event["title"] == REDACTED
+    assert event["chunks"] == 3

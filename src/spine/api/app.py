@@ -12,10 +12,22 @@ from spine.api import auditing, problems
 from spine.api.limits import BodySizeLimit, HeaderSizeLimit
 from spine.api.ratelimit import RateLimitHeaders
 from spine.api.request_id import RequestId
-from spine.api.routes import audit, documents, health, jobs, privacy, search
+from spine.api.routes import (
+    audit,
+    documents,
+    health,
+    hotspots,
+    jobs,
+    metrics,
+    privacy,
+    search,
+    slo,
+)
+from spine.api.telemetry import Telemetry
 from spine.queue.worker import WorkerPool
 from spine.service.bootstrap import bootstrap, open_verifier
 from spine.service.container import Services
+from spine.service.slo import SloFlusher
 from spine.settings import Settings
 
 
@@ -31,13 +43,18 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         owned = services is None
         app.state.services = services or bootstrap(settings)
-        app.state.verifier = open_verifier(settings)
+        app.state.verifier = open_verifier(settings, app.state.services.metrics)
         pool = WorkerPool(app.state.services, settings.workers)
         pool.start()
+        flusher = SloFlusher(app.state.services)
+        flusher.start()
         try:
             yield
         finally:
             pool.stop()
+            # After the workers (jobs finishing in the grace period count for freshness)
+            # and before the database closes: the last flush writes this process's counts.
+            flusher.stop()
             if owned:
                 app.state.services.close()
 
@@ -46,6 +63,10 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
         version=__version__,
         description="Multi-tenant document search: upload, process, search.",
         lifespan=lifespan,
+        # FastAPI's own OpenTelemetry spans, metrics and logs are off: its server span
+        # exports the query string (a search's query is personal data as likely as not)
+        # and its logs quote invalid input. api.telemetry traces by route template.
+        telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
     )
     problems.install(app)
     auditing.install(app)
@@ -62,9 +83,10 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
         max_bytes=settings.max_header_bytes,
         max_count=settings.max_header_count,
     )
-    # Added last, so outermost: every answer carries X-Request-ID, the limits' 413/431
-    # and the rate limiter's 429 included.
+    # Every answer carries X-Request-ID, the limits' 413/431 and the rate limiter's 429
+    # included; Telemetry, outermost, times and traces all of it.
     app.add_middleware(RequestId)
-    for module in (health, documents, jobs, search, audit, privacy):
+    app.add_middleware(Telemetry)
+    for module in (health, metrics, documents, jobs, search, audit, privacy, slo, hotspots):
         app.include_router(module.router)
     return app

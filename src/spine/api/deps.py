@@ -56,3 +56,5 @@ Writer = Annotated[Principal, _requiring(Permission.WRITE)]
 Admin = Annotated[Principal, _requiring(Permission.ADMIN)]
 #: Raw (unredacted) personal data: a reader whose token was issued with ``pii:read``.
 PiiReader = Annotated[Principal, _requiring(Permission.READ, Scope.PII_READ)]
+#: The service's own state across tenants (SLOs): an admin whose token has ``ops:read``.
+Operator = Annotated[Principal, _requiring(Permission.ADMIN, Scope.OPS_READ)]

@@ -23,9 +23,12 @@ class Permission(enum.StrEnum):
 
 class Scope(enum.StrEnum):
     """Grants beyond the role. A role never implies a scope: even an admin sees raw PII
-    only with a token that was issued for it."""
+    only with a token that was issued for it, and the service's own health (SLOs, which
+    count every tenant's requests) only with ``ops:read``: a tenant's admin is not the
+    operator of the service."""
 
     PII_READ = "pii:read"
+    OPS_READ = "ops:read"
 
 
 GRANTS: dict[Role, frozenset[Permission]] = {

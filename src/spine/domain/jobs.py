@@ -102,6 +102,10 @@ class Job:
     created_by: str | None = None
     """The subject who queued the job (uploaded, reprocessed or retried it); None for a
     job nobody asked for by name. Who may read a job follows from it."""
+    request_id: str | None = None
+    """The X-Request-ID of the request that queued the job: the worker's log lines carry it."""
+    traceparent: str | None = None
+    """W3C trace context of that request: the worker's spans join its trace."""
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ the dead worker's attempt is guarded by its lease token, none is applied twice.
 
 from __future__ import annotations
 
+import contextvars
 import os
 import socket
 import threading
@@ -15,9 +16,11 @@ import time
 from dataclasses import dataclass, field
 
 import structlog
+from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from spine.domain.jobs import Job
+from spine.domain.jobs import Job, JobState
 from spine.errors import LeaseLost
+from spine.observability.tracing import context_from, tracer
 from spine.service import processing
 from spine.service.container import Services
 
@@ -51,6 +54,7 @@ class Worker:
         failures = 0
         while not self.stop.is_set():
             try:
+                claim_started = time.time_ns()
                 job = claim_next(self.services, self.worker_id)
                 failures = 0
             except Exception:
@@ -68,7 +72,7 @@ class Worker:
                 processing.release(self.services, job)
                 break
             try:
-                self._run_one(job)
+                self._run_one(job, claim_started)
             except Exception:
                 # Even recording the outcome failed (database gone, disk full). The lease
                 # will expire and the job be reaped; this thread must live on.
@@ -76,25 +80,52 @@ class Worker:
                 self.stop.wait(poll)
         log.info("worker.stopped", worker_id=self.worker_id)
 
-    def _run_one(self, job: Job) -> None:
+    def _run_one(self, job: Job, claim_started_ns: int) -> None:
+        """Run one claimed job inside its request's context: every log line of it carries
+        the request id, and its spans (the claim's too) join the request's trace."""
         with self._lock:
             self.current = job
-        done = threading.Event()
-        beat = threading.Thread(
-            target=self._heartbeat,
-            args=(job, done),
-            name=f"{self.worker_id}-heartbeat",
-            daemon=True,
+        parent = context_from(job.traceparent)
+        # Polls that find nothing make no span; a claim that found this job becomes one,
+        # backdated to when the poll began, in the job's trace.
+        claim = tracer.start_span(
+            "queue.claim", context=parent, kind=SpanKind.CONSUMER, start_time=claim_started_ns
         )
-        beat.start()
-        try:
-            state = processing.process(self.services, job)
-            log.info("job.finished", job_id=job.id, state=state.value if state else None)
-        finally:
-            done.set()
-            beat.join()
-            with self._lock:
-                self.current = None
+        claim.set_attribute("spine.job.attempt", job.attempts)
+        claim.end()
+        with (
+            structlog.contextvars.bound_contextvars(
+                request_id=job.request_id, job_id=job.id, tenant=job.tenant_id
+            ),
+            tracer.start_as_current_span(
+                "job.process",
+                context=parent,
+                kind=SpanKind.CONSUMER,
+                attributes={"spine.job.attempt": job.attempts},
+            ) as span,
+            self.services.metrics.busy_worker(),
+        ):
+            log.info("job.claimed", attempt=job.attempts, worker_id=self.worker_id)
+            done = threading.Event()
+            # The heartbeat's warnings belong to the job too: same log context.
+            beat = threading.Thread(
+                target=contextvars.copy_context().run,
+                args=(self._heartbeat, job, done),
+                name=f"{self.worker_id}-heartbeat",
+                daemon=True,
+            )
+            beat.start()
+            try:
+                state = processing.process(self.services, job)
+                span.set_attribute("spine.job.state", state.value if state else "lease_lost")
+                if state is not JobState.SUCCEEDED:
+                    span.set_status(Status(StatusCode.ERROR))
+                log.info("job.finished", state=state.value if state else None)
+            finally:
+                done.set()
+                beat.join()
+                with self._lock:
+                    self.current = None
 
     def _heartbeat(self, job: Job, done: threading.Event) -> None:
         interval = self.services.settings.job_lease_seconds / 3
@@ -136,6 +167,7 @@ class WorkerPool:
         self._threads: list[threading.Thread] = []
 
     def start(self) -> None:
+        self.services.metrics.workers.inc(len(self.workers))
         for worker in self.workers:
             thread = threading.Thread(target=worker.run, name=worker.worker_id, daemon=True)
             thread.start()
@@ -149,6 +181,8 @@ class WorkerPool:
             if grace_seconds is None
             else grace_seconds
         )
+        if not self._stop.is_set() and self._threads:
+            self.services.metrics.workers.dec(len(self.workers))
         self._stop.set()
         deadline = time.monotonic() + grace
         for thread in self._threads:

@@ -7,14 +7,21 @@ from urllib.parse import urlparse
 
 from spine.adapters.auth.jwks import JwksKeySet
 from spine.adapters.blob.local import LocalBlobStore
+from spine.adapters.embedders.breaker import CircuitBreaker
+from spine.adapters.embedders.http import HttpEmbedder
+from spine.adapters.embedders.timed import TimedEmbedder
 from spine.adapters.ratelimit.memory import InProcessRateLimiter
 from spine.adapters.sql import migrate
 from spine.adapters.sqlite.database import SqliteDatabase
 from spine.domain.jobs import RetryPolicy
+from spine.observability.metrics import CallbackCollector, Metrics
 from spine.pipeline.sandbox import ExtractionSandbox
 from spine.ports import BlobStore, Database, Embedder
 from spine.service.container import Services, utc_now
+from spine.service.hotspots import HotspotRadar, hotspot_gauges
 from spine.service.keyring import Keyring, load_master_key
+from spine.service.slo import SloRecorder
+from spine.service.telemetry import install_collectors
 from spine.service.tokens import ALGORITHM, TokenVerifier, load_or_create_secret
 from spine.settings import Settings
 
@@ -33,11 +40,19 @@ def open_blob_store(url: str) -> BlobStore:
     raise ValueError(f"unsupported blob store URL scheme: {parsed.scheme}")
 
 
-def open_embedder(settings: Settings) -> Embedder:
-    if settings.embedder_url:
-        from spine.adapters.embedders.breaker import CircuitBreaker
-        from spine.adapters.embedders.http import HttpEmbedder
+def open_breaker(settings: Settings) -> CircuitBreaker | None:
+    """The remote embedder's breaker; the local model has none (it cannot be down)."""
+    if not settings.embedder_url:
+        return None
+    return CircuitBreaker(
+        failure_threshold=settings.breaker_failure_threshold,
+        reset_seconds=settings.breaker_reset_seconds,
+        name="embedder",
+    )
 
+
+def open_embedder(settings: Settings, breaker: CircuitBreaker | None = None) -> Embedder:
+    if settings.embedder_url:
         return HttpEmbedder(
             settings.embedder_url,
             model=settings.embedder_model,
@@ -47,18 +62,14 @@ def open_embedder(settings: Settings) -> Embedder:
             timeout_seconds=settings.embedder_timeout_seconds,
             max_retries=settings.embedder_max_retries,
             retry_after_max_seconds=settings.embedder_retry_after_max_seconds,
-            breaker=CircuitBreaker(
-                failure_threshold=settings.breaker_failure_threshold,
-                reset_seconds=settings.breaker_reset_seconds,
-                name="embedder",
-            ),
+            breaker=breaker or open_breaker(settings),
         )
     from spine.adapters.embedders.minilm_onnx import MiniLMOnnxEmbedder
 
     return MiniLMOnnxEmbedder(batch_size=settings.embed_batch_size, threads=settings.embed_threads)
 
 
-def open_verifier(settings: Settings) -> TokenVerifier:
+def open_verifier(settings: Settings, metrics: Metrics | None = None) -> TokenVerifier:
     """The API's token checker. The HS256 secret is read (or generated) only when HS256 is
     allowed, and the JWKS is fetched on first use, not here: an identity provider that is
     down at start-up delays logins, not the start."""
@@ -68,7 +79,11 @@ def open_verifier(settings: Settings) -> TokenVerifier:
         else None
     )
     keys = (
-        JwksKeySet(settings.jwt_jwks_url, refresh_seconds=settings.jwt_jwks_refresh_seconds)
+        JwksKeySet(
+            settings.jwt_jwks_url,
+            refresh_seconds=settings.jwt_jwks_refresh_seconds,
+            on_lookup=metrics.cache("jwks") if metrics else None,
+        )
         if settings.jwt_jwks_url
         else None
     )
@@ -82,11 +97,21 @@ def bootstrap(settings: Settings, *, embedder: Embedder | None = None) -> Servic
     db = open_database(
         settings.resolved_database_url(), busy_timeout_ms=settings.db_busy_timeout_ms
     )
-    return Services(
+    metrics = Metrics()
+    if embedder is None:
+        breaker = open_breaker(settings)
+        model = open_embedder(settings, breaker)
+    else:
+        model = embedder
+        breaker = embedder.breaker if isinstance(embedder, HttpEmbedder) else None
+    services = Services(
         settings=settings,
         db=db,
         blobs=open_blob_store(settings.resolved_blob_url()),
-        embedder=embedder or open_embedder(settings),
+        embedder=TimedEmbedder(
+            model,
+            metrics.embed_duration.labels(embedder="local" if breaker is None else "http"),
+        ),
         # Children start on first use: an API-only process never starts one.
         extractor=ExtractionSandbox(
             settings.extract_timeout_seconds,
@@ -98,5 +123,17 @@ def bootstrap(settings: Settings, *, embedder: Embedder | None = None) -> Servic
         # One API process: buckets in memory. Several processes need a shared store
         # behind the same port, or each would grant the full rate.
         rate_limiter=InProcessRateLimiter(),
-        keyring=Keyring(master_key, db, utc_now),
+        keyring=Keyring(master_key, db, utc_now, on_lookup=metrics.cache("tenant_keys")),
+        metrics=metrics,
+        radar=HotspotRadar(
+            settings.hotspot_top_k,
+            settings.hotspot_window_seconds,
+            settings.hotspot_share_threshold,
+            utc_now,
+        ),
+        slo=SloRecorder(settings, metrics),
+        breaker=breaker,
     )
+    install_collectors(services)
+    metrics.register(CallbackCollector(lambda: hotspot_gauges(services.radar)))
+    return services

@@ -7,8 +7,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from spine.domain.jobs import RetryPolicy
-from spine.ports import BlobStore, Database, Embedder, Extractor, RateLimiter
+from spine.observability.metrics import Metrics
+from spine.ports import BlobStore, Breaker, Database, Embedder, Extractor, RateLimiter
+from spine.service.hotspots import HotspotRadar
 from spine.service.keyring import Keyring
+from spine.service.slo import SloRecorder
 from spine.settings import Settings
 
 
@@ -26,6 +29,11 @@ class Services:
     retry: RetryPolicy
     rate_limiter: RateLimiter
     keyring: Keyring
+    metrics: Metrics
+    radar: HotspotRadar
+    slo: SloRecorder
+    breaker: Breaker | None
+    """The embedder's circuit breaker, when the embedder is remote."""
     clock: Callable[[], datetime] = utc_now
 
     def close(self) -> None:

@@ -13,6 +13,8 @@ import structlog
 from spine.domain.documents import Document, new_id
 from spine.domain.jobs import Job, JobState
 from spine.errors import InvalidRequest, TooManyRequests
+from spine.observability.logging import current_request_id
+from spine.observability.tracing import current_traceparent
 from spine.pipeline.detect import detect_content_type
 from spine.service import privacy
 from spine.service.container import Services
@@ -143,11 +145,14 @@ def upload(
         else:
             uow.documents.set_latest_job(tenant_id, document.id, job.id)
         uow.jobs.enqueue(tenant_id, job)
-        return Accepted(
+        accepted = Accepted(
             uow.documents.get(tenant_id, document.id),
             uow.jobs.get(tenant_id, job.id),
             duplicate=existing is not None,
         )
+    # Once committed: a rolled-back upload queued nothing.
+    services.radar.observe("jobs", tenant_id)
+    return accepted
 
 
 def new_job(services: Services, tenant_id: str, document_id: str, *, created_by: str | None) -> Job:
@@ -165,6 +170,9 @@ def new_job(services: Services, tenant_id: str, document_id: str, *, created_by:
         finished_at=None,
         next_run_at=now,
         created_by=created_by,
+        # The request queueing it: the worker's log lines and spans join that request's.
+        request_id=current_request_id(),
+        traceparent=current_traceparent(),
     )
 
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 from spine.domain.auth import GRANTS, Permission, Principal
 from spine.domain.jobs import Job, JobState
 from spine.errors import Forbidden
+from spine.observability.logging import current_request_id
+from spine.observability.tracing import current_traceparent
 from spine.service.container import Services
 
 
@@ -66,9 +68,17 @@ def retry(
         # Outside the caller's view, the job is not found, whatever its state.
         uow.jobs.get(tenant_id, job_id, created_by=created_by)
         uow.jobs.requeue(
-            tenant_id, job_id, now=services.clock(), detail="retried by request", queued_by=subject
+            tenant_id,
+            job_id,
+            now=services.clock(),
+            detail="retried by request",
+            queued_by=subject,
+            request_id=current_request_id(),
+            traceparent=current_traceparent(),
         )
-        return uow.jobs.get(tenant_id, job_id)
+        retried = uow.jobs.get(tenant_id, job_id)
+    services.radar.observe("jobs", tenant_id)
+    return retried
 
 
 def retry_failed(
@@ -93,5 +103,8 @@ def retry_failed(
                 now=services.clock(),
                 detail="retried in bulk by request",
                 queued_by=subject,
+                request_id=current_request_id(),
+                traceparent=current_traceparent(),
             )
+    services.radar.observe("jobs", tenant_id, len(ids))
     return ids

@@ -120,8 +120,10 @@ class Keyring:
         clock: Callable[[], datetime],
         *,
         cache_size: int = DEFAULT_CACHE_SIZE,
+        on_lookup: Callable[[bool], None] = lambda _hit: None,
     ) -> None:
         self.master_key_id = master.key_id
+        self._on_lookup = on_lookup
         self._master = AESGCM(master.key)
         self._db = db
         self._clock = clock
@@ -134,7 +136,9 @@ class Keyring:
             cached = self._cache.get(tenant_id)
             if cached is not None:
                 self._cache.move_to_end(tenant_id)
+                self._on_lookup(True)
                 return cached
+        self._on_lookup(False)
         with self._db.read() as uow:
             wrapped = uow.privacy.tenant_keys(tenant_id)
         if wrapped is None:

@@ -8,6 +8,9 @@ attempt wrote instead of adding to it, and a worker that lost its lease commits 
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import structlog
 
@@ -20,6 +23,7 @@ from spine.errors import (
     PipelineError,
     TransientError,
 )
+from spine.observability.tracing import tracer
 from spine.pipeline.chunk import chunk_text
 from spine.service import privacy
 from spine.service.container import Services
@@ -28,16 +32,34 @@ from spine.service.documents import MAX_TITLE_CHARS, default_title
 log = structlog.get_logger("spine.processing")
 
 
+@contextmanager
+def step(services: Services, name: str) -> Iterator[None]:
+    """One pipeline step: a span, a duration in the step histogram and one log event.
+
+    The log event carries the job's request id and trace id (bound by the worker), so the
+    step can be found from the upload's request in logs as in traces."""
+    started = time.perf_counter()
+    with tracer.start_as_current_span(f"pipeline.{name}"):
+        try:
+            yield
+        finally:
+            seconds = time.perf_counter() - started
+            services.metrics.step_duration.labels(step=name).observe(seconds)
+            log.info("job.step", step=name, duration_ms=round(seconds * 1000, 2))
+
+
 def run_pipeline(services: Services, job: Job) -> None:
     """Run the steps for ``job`` and commit the result under its lease. Raises on failure."""
     settings = services.settings
     tenant_id = job.tenant_id
     if job.lease_token is None:
         raise LeaseLost(f"job {job.id} has no lease")
-    with services.db.read() as uow:
-        document = uow.documents.get(tenant_id, job.document_id)
-    data = services.blobs.get(tenant_id, document.sha256)
-    extracted = services.extractor.extract(data, document.content_type)
+    with step(services, "fetch"):
+        with services.db.read() as uow:
+            document = uow.documents.get(tenant_id, job.document_id)
+        data = services.blobs.get(tenant_id, document.sha256)
+    with step(services, "extract"):
+        extracted = services.extractor.extract(data, document.content_type)
     # A title the uploader did not choose (the file name) yields to the document's own.
     title = document.title
     if extracted.title and title == default_title(document.filename):
@@ -46,22 +68,25 @@ def run_pipeline(services: Services, job: Job) -> None:
     # text is chunked, embedded and indexed, so no value reaches the chunks, the
     # full-text index or the vectors. Titles are cut after scrubbing, never through a
     # value (half an address would no longer be detected).
-    scrubbed = privacy.scrub_document(services, tenant_id, document.id, extracted.text, title)
-    title = privacy.clip_title(scrubbed.title, MAX_TITLE_CHARS)
-    spans = chunk_text(
-        scrubbed.text,
-        target_tokens=settings.chunk_target_tokens,
-        max_tokens=settings.chunk_max_tokens,
-        overlap_tokens=settings.chunk_overlap_tokens,
-    )
-    vectors = services.embedder.embed([span.text for span in spans])
+    with step(services, "scrub"):
+        scrubbed = privacy.scrub_document(services, tenant_id, document.id, extracted.text, title)
+        title = privacy.clip_title(scrubbed.title, MAX_TITLE_CHARS)
+    with step(services, "chunk"):
+        spans = chunk_text(
+            scrubbed.text,
+            target_tokens=settings.chunk_target_tokens,
+            max_tokens=settings.chunk_max_tokens,
+            overlap_tokens=settings.chunk_overlap_tokens,
+        )
+    with step(services, "embed"):
+        vectors = services.embedder.embed([span.text for span in spans])
     chunks = [
         Chunk(new_id("chk"), document.id, ordinal, span.text, span.start, span.end, vector)
         for ordinal, (span, vector) in enumerate(zip(spans, vectors, strict=True))
     ]
     if scrubbed.counts:
         log.info("pii.scrubbed", tenant=tenant_id, document_id=document.id, kinds=scrubbed.counts)
-    with services.db.write() as uow:
+    with step(services, "index"), services.db.write() as uow:
         uow.index.replace(tenant_id, document.id, title, chunks)
         # Same transaction as the index: a retried job replaces the vault, never adds to it.
         # The title and metadata scrubbed at upload keep their vault entries.
@@ -77,9 +102,34 @@ def run_pipeline(services: Services, job: Job) -> None:
         uow.jobs.succeed(tenant_id, job.id, lease_token=job.lease_token, now=services.clock())
 
 
+#: A job's new state (None: its lease was lost) as the ``spine_job_runs_total`` outcome.
+OUTCOMES = {
+    JobState.SUCCEEDED: "succeeded",
+    JobState.RETRYING: "retrying",
+    JobState.FAILED: "failed",
+    None: "lease_lost",
+}
+
+
 def process(services: Services, job: Job) -> JobState | None:
     """Run ``job`` and record the outcome. Returns the job's new state, or None if the
     lease was lost (another worker owns the job now; nothing was written)."""
+    state = _run_and_record(services, job)
+    metrics = services.metrics
+    metrics.job_runs.labels(outcome=OUTCOMES[state]).inc()
+    if state is not None and state.terminal:
+        metrics.attempts_until_done.observe(job.attempts)
+        # Freshness: an upload counts once, when it becomes searchable or dead-letters.
+        now = services.clock()
+        waited = (now - job.created_at).total_seconds()
+        if state is JobState.SUCCEEDED:
+            metrics.upload_to_searchable.observe(waited)
+        on_time = state is JobState.SUCCEEDED and waited <= services.settings.slo_freshness_seconds
+        services.slo.record("freshness", on_time, now)
+    return state
+
+
+def _run_and_record(services: Services, job: Job) -> JobState | None:
     bound = log.bind(job_id=job.id, tenant=job.tenant_id, attempt=job.attempts)
     try:
         run_pipeline(services, job)

@@ -2,8 +2,9 @@
 crash, against the real SqlJobRepository on a fresh SQLite file per example.
 
 The machine keeps its own model of every job (state, attempts, next run, the one live
-lease) and predicts what each call must do: which job a claim takes, which leases the
-reaper takes back, whether a worker still holds its lease. After every step the database
+lease) and of the tenants' turns, and predicts what each call must do: which job a claim
+takes (the oldest runnable job of the tenant served longest ago), which leases the reaper
+takes back, whether a worker still holds its lease. After every step the database
 must agree with the model, every job's event log must be a legal path through the state
 machine, and at the end a patient worker must be able to drain the queue: nothing lost.
 """
@@ -135,6 +136,10 @@ class JobQueueMachine(RuleBasedStateMachine):
         self.now = START
         self.policy = SeededRetryPolicy(random.Random(0))
         self.model: dict[str, ModelJob] = {}
+        # Each tenant's last turn at the queue, as a claim counter: the clock alone cannot
+        # order turns, since many claims happen at the same ``now``. None: never served.
+        self.turns: dict[str, int | None] = {}
+        self.claims = 0
         self.held: dict[str, Held | None] = dict.fromkeys(WORKERS)
         # False from the start of a rule until the invariants have passed after it: the
         # drain in teardown only runs on a run that has not already failed.
@@ -223,7 +228,7 @@ class JobQueueMachine(RuleBasedStateMachine):
             assert rows[job_id]["error_type"] == "lease-expired"
 
         runnable = sorted(
-            (job.next_run_at, job_id)
+            (job.next_run_at, job_id, job.tenant_id)
             for job_id, job in self.model.items()
             if job.state in RUNNABLE and job.next_run_at is not None and job.next_run_at <= now
         )
@@ -231,7 +236,19 @@ class JobQueueMachine(RuleBasedStateMachine):
             assert claimed is None, f"claimed {claimed} though nothing was runnable"
             return None
         assert claimed is not None, f"nothing claimed though {runnable} were runnable"
-        assert claimed.id == runnable[0][1], "claim must take the job waiting longest"
+        # Round-robin: the tenant with work served longest ago (never served first, then
+        # by tenant id), and that tenant's job waiting longest.
+        tenant = min(
+            {tenant for _, _, tenant in runnable},
+            key=lambda t: (self.turns[t] is not None, self.turns[t] or 0, t),
+        )
+        expected = next(job_id for _, job_id, owner in runnable if owner == tenant)
+        event(f"claim among {len({t for _, _, t in runnable})} tenant(s) with work")
+        assert claimed.id == expected, (
+            f"claim must take {tenant}'s job waiting longest, {expected}, took {claimed.id}"
+        )
+        self.claims += 1
+        self.turns[tenant] = self.claims
         job = self.model[claimed.id]
         assert claimed.state is JobState.RUNNING
         assert claimed.attempts == job.attempts + 1
@@ -290,6 +307,7 @@ class JobQueueMachine(RuleBasedStateMachine):
         with self.db.write() as uow:
             uow.jobs.enqueue(tenant, job)
         self.model[job.id] = ModelJob(tenant, max_attempts, next_run_at=self.now)
+        self.turns.setdefault(tenant, None)
 
     @precondition(lambda self: self.model and self.idle_workers())
     @rule(data=st.data())
@@ -496,8 +514,10 @@ class JobQueueMachine(RuleBasedStateMachine):
             )
         for worker in self.busy_workers():
             held = self.held[worker]
-            assert held is not None
-            self.refuse_stale_holders(held.job_id, now)
+            # Two stalled workers may hold old leases on the same job: the first one's
+            # refusal has already dealt with the second.
+            if held is not None:
+                self.refuse_stale_holders(held.job_id, now)
         rows = self.rows()
         self.check_jobs_agree_with_the_model(rows)
         self.check_event_logs_are_legal_paths_of_the_state_machine()

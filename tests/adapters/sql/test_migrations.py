@@ -24,8 +24,10 @@ SPINE_TABLES = {
     "job_events",
     "chunks_vec",
     "idempotency_keys",
+    "slo_minutes",
+    "queue_tenants",
 }
-HEAD = "0003"
+HEAD = "0004"
 # SQLite's own bookkeeping tables, and Alembic's, survive a downgrade to base.
 BOOKKEEPING = {"alembic_version", "sqlite_sequence"}
 
@@ -85,6 +87,7 @@ def test_upgrade_to_head_creates_the_queue_and_tenant_indexes(url: str, connecti
         "ix_documents_tenant_sha256",
         "ix_chunks_tenant_document",
         "ix_idempotency_keys_expires_at",
+        "ix_jobs_tenant_state_next_run_at",
     } <= _indexes(connection)
 
 
@@ -96,6 +99,30 @@ def test_each_step_down_and_up_is_reversible(url: str, connection: Any) -> None:
     assert "idempotency_keys" not in _tables(connection)
     migrate.upgrade(url)
     assert (_tables(connection), _indexes(connection)) == head
+
+
+def test_0004_puts_every_tenant_with_jobs_in_the_claim_rotation(url: str, connection: Any) -> None:
+    migrate.upgrade(url, "0003")
+    for tenant, job in (("acme", "job_1"), ("acme", "job_2"), ("beta", "job_3")):
+        connection.execute(
+            "INSERT INTO jobs (id, tenant_id, document_id, state, attempts, max_attempts, "
+            "created_at, updated_at) VALUES (?, ?, 'doc', 'PENDING', 0, 5, "
+            "'2026-11-28 10:00:00', '2026-11-28 10:00:00')",
+            (job, tenant),
+        )
+    connection.commit()
+    migrate.upgrade(url)
+    rows = connection.execute("SELECT tenant_id, last_claimed_at FROM queue_tenants").fetchall()
+    assert sorted(rows) == [("acme", None), ("beta", None)]
+    # The job rows keep everything; the new columns are empty for jobs queued before.
+    assert connection.execute("SELECT count(*) FROM jobs WHERE request_id IS NULL").fetchone() == (
+        3,
+    )
+    migrate.downgrade(url, "0003")
+    columns = {row[1] for row in connection.execute("PRAGMA table_info(jobs)")}
+    assert "request_id" not in columns
+    assert "traceparent" not in columns
+    assert connection.execute("SELECT count(*) FROM jobs").fetchone() == (3,)
 
 
 def test_current_revision_is_head_after_upgrade_and_none_after_downgrade(url: str) -> None:

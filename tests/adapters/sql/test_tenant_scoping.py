@@ -37,7 +37,7 @@ TENANT = "tenant-under-test"
 OTHER = "someone-else"
 
 #: The ports that serve every tenant by design. Adding one here is a security decision.
-TENANT_BLIND = {ports.JobDispatcher, ports.Housekeeping}
+TENANT_BLIND = {ports.JobDispatcher, ports.Housekeeping, ports.SloRepository}
 
 
 # -- 1. shape ----------------------------------------------------------------------------
@@ -73,6 +73,7 @@ def test_the_unit_of_work_hands_out_tenant_repositories_and_two_tenant_blind_por
     assert {"documents", "jobs", "index", "idempotency", "audit", "privacy"} <= handed_out.keys()
     assert handed_out["dispatch"] is ports.JobDispatcher
     assert handed_out["housekeeping"] is ports.Housekeeping
+    assert handed_out["slo"] is ports.SloRepository  # counts of every tenant's events
     assert set(handed_out.values()) & TENANT_BLIND == TENANT_BLIND
 
 
@@ -83,7 +84,7 @@ def test_every_tenant_repository_protocol_method_takes_tenant_id_first() -> None
 
 
 def test_every_sql_tenant_repository_method_takes_tenant_id_first() -> None:
-    blind = {"dispatch", "housekeeping"}
+    blind = {"dispatch", "housekeeping", "slo"}
     classes = [
         get_type_hints(SqliteUnitOfWork)[field.name]
         for field in dataclasses.fields(SqliteUnitOfWork)

@@ -105,7 +105,10 @@ class JwksKeySet:
         min_refetch_seconds: float | None = None,
         timeout_seconds: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
+        on_lookup: Callable[[bool], None] | None = None,
     ) -> None:
+        """``on_lookup(hit)`` is told whether each lookup was served without a fetch."""
+        self._on_lookup = on_lookup or (lambda _hit: None)
         scheme = urlsplit(location).scheme.lower()
         if scheme in ("http", "https"):
             self._fetch: Callable[[], bytes] = lambda: _fetch_url(location, timeout_seconds)
@@ -139,9 +142,11 @@ class JwksKeySet:
         """
         with self._lock:
             now = self._clock()
-            if self._keys is None or now - self._loaded_at >= self._refresh_seconds:
+            hit = not (self._keys is None or now - self._loaded_at >= self._refresh_seconds)
+            if not hit:
                 self._try_load(now)
             key = self._keys.get(kid) if self._keys is not None else None
+            self._on_lookup(hit and key is not None)
             if key is None:
                 # The provider may have rotated to a key we have not seen yet.
                 self._try_load(now)

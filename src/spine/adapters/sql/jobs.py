@@ -8,7 +8,9 @@ extend the job: its UPDATE matches no row and it gets :class:`LeaseLost`.
 
 :class:`SqlJobRepository` is one tenant's view: every statement filters on the tenant it
 is given. :class:`SqlJobDispatcher` is the workers' view of every tenant's queue; it only
-picks the job, and changes it under the job's own tenant like any other caller.
+picks the job, and changes it under the job's own tenant like any other caller. It picks
+fairly: round-robin over the tenants that have runnable work (``queue_tenants`` holds
+each tenant's turn), first in, first out within a tenant.
 """
 
 from __future__ import annotations
@@ -16,12 +18,13 @@ from __future__ import annotations
 import builtins
 import hashlib
 import secrets
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, Row, delete, func, select, update
 
-from spine.adapters.sql.tables import job_events, jobs
+from spine.adapters.sql.dialects import conflict_insert
+from spine.adapters.sql.tables import job_events, jobs, queue_tenants
 from spine.domain.jobs import (
     RUNNABLE,
     Job,
@@ -33,6 +36,7 @@ from spine.domain.jobs import (
     check_transition,
 )
 from spine.errors import Conflict, LeaseLost, NotFound
+from spine.ports import QueueSnapshot
 
 
 def _event_from_row(row: Row[Any]) -> JobEvent:
@@ -65,6 +69,8 @@ def _job_from_row(row: Row[Any], events: tuple[JobEvent, ...] = ()) -> Job:
         lease_expires_at=m["lease_expires_at"],
         events=events,
         created_by=m["created_by"],
+        request_id=m["request_id"],
+        traceparent=m["traceparent"],
     )
 
 
@@ -84,21 +90,27 @@ class SqlJobRepository:
     def enqueue(self, tenant_id: str, job: Job) -> None:
         if job.tenant_id != tenant_id or job.state is not JobState.PENDING:
             raise ValueError("enqueue takes a PENDING job of the same tenant")
+        # Values as parameters, not .values(): one cached statement for every job, which
+        # matters to an upload of thousands of files.
         self._conn.execute(
-            jobs.insert().values(
-                id=job.id,
-                tenant_id=tenant_id,
-                document_id=job.document_id,
-                state=JobState.PENDING.value,
-                attempts=0,
-                max_attempts=job.max_attempts,
-                next_run_at=job.created_at,
-                created_at=job.created_at,
-                updated_at=job.created_at,
-                created_by=job.created_by,
-            )
+            jobs.insert(),
+            {
+                "id": job.id,
+                "tenant_id": tenant_id,
+                "document_id": job.document_id,
+                "state": JobState.PENDING.value,
+                "attempts": 0,
+                "max_attempts": job.max_attempts,
+                "next_run_at": job.created_at,
+                "created_at": job.created_at,
+                "updated_at": job.created_at,
+                "created_by": job.created_by,
+                "request_id": job.request_id,
+                "traceparent": job.traceparent,
+            },
         )
         _record(self._conn, tenant_id, job.id, None, JobState.PENDING, job.created_at, "enqueued")
+        _join_rotation(self._conn, tenant_id)
 
     def get(self, tenant_id: str, job_id: str, *, created_by: str | None = None) -> Job:
         query = select(jobs).where((jobs.c.tenant_id == tenant_id) & (jobs.c.id == job_id))
@@ -192,10 +204,18 @@ class SqlJobRepository:
         return [row[0] for row in self._conn.execute(query)]
 
     def requeue(
-        self, tenant_id: str, job_id: str, *, now: datetime, detail: str, queued_by: str | None
+        self,
+        tenant_id: str,
+        job_id: str,
+        *,
+        now: datetime,
+        detail: str,
+        queued_by: str | None,
+        request_id: str | None = None,
+        traceparent: str | None = None,
     ) -> None:
         """FAILED -> PENDING with attempts reset: a person (``queued_by``, who owns the job
-        from now on) takes a job out of the DLQ."""
+        from now on) takes a job out of the DLQ; the retry's request and trace follow it."""
         job = self.get(tenant_id, job_id)
         if job.state is not JobState.FAILED:
             raise Conflict(f"job {job_id} is {job.state}, only FAILED jobs can be retried")
@@ -211,7 +231,10 @@ class SqlJobRepository:
             error_type=None,
             error_message=None,
             created_by=queued_by,
+            request_id=request_id,
+            traceparent=traceparent,
         )
+        _join_rotation(self._conn, tenant_id)
 
     # -- a worker acting under its lease -----------------------------------------------
 
@@ -295,18 +318,29 @@ class SqlJobDispatcher:
         self._conn = conn
 
     def claim(self, *, worker_id: str, now: datetime, lease_seconds: float) -> Job | None:
-        """Take the runnable job that has waited longest, with a fresh lease.
+        """Take the next job, with a fresh lease: round-robin over tenants, FIFO within one.
 
-        FOR UPDATE SKIP LOCKED lets concurrent claimers pass each other on PostgreSQL;
-        SQLite renders no lock clause and relies on the write transaction's lock instead.
+        Taking the job that waited longest across all tenants would let one tenant's
+        10,000-file upload hold every worker until it drains while another tenant's single
+        file waits behind it. Instead each tenant with a runnable job gets a turn: the
+        claim serves the tenant whose last turn is the longest ago (never served first),
+        and takes that tenant's job that has waited longest (``next_run_at``, then id).
+        A tenant with work is thus served again after at most one claim per other tenant
+        with work, however much it or they have queued.
+
+        A turn is recorded in ``queue_tenants.last_claimed_at`` as a strictly increasing
+        stamp, ``max(now, latest stamp + 1 microsecond)``, not as ``now`` alone: with many
+        claims in the same clock tick (fast workers, a coarse clock, fixed clocks in tests)
+        equal stamps would let the tie-break (tenant id) serve the same tenant over and
+        over. The stamp stays within a microsecond per claim of the clock and orders the
+        turns exactly as they were taken.
+
+        FOR UPDATE SKIP LOCKED lets concurrent claimers pass each other on PostgreSQL: a
+        claimer that finds every runnable job of its tenant locked by the others moves on
+        to the next tenant in line. SQLite renders no lock clause and relies on the write
+        transaction's lock instead.
         """
-        row = self._conn.execute(
-            select(jobs)
-            .where(jobs.c.state.in_([s.value for s in RUNNABLE]) & (jobs.c.next_run_at <= now))
-            .order_by(jobs.c.next_run_at, jobs.c.id)
-            .limit(1)
-            .with_for_update(skip_locked=True)
-        ).first()
+        row = self._next_job(now)
         if row is None:
             return None
         current = _job_from_row(row)
@@ -324,7 +358,71 @@ class SqlJobDispatcher:
             started_at=current.started_at or now,
             next_run_at=None,
         )
+        self._take_turn(current.tenant_id, now)
         return SqlJobRepository(self._conn).get(current.tenant_id, current.id)
+
+    def _next_job(self, now: datetime) -> Row[Any] | None:
+        """The oldest runnable job of the first tenant in line that has one unlocked."""
+        has_work = (
+            select(jobs.c.id)
+            .where((jobs.c.tenant_id == queue_tenants.c.tenant_id) & _runnable(now))
+            .exists()
+        )
+        in_line = self._conn.execute(
+            select(queue_tenants.c.tenant_id)
+            .where(has_work)
+            .order_by(
+                queue_tenants.c.last_claimed_at.asc().nulls_first(), queue_tenants.c.tenant_id
+            )
+            .limit(_TENANTS_TRIED)
+        ).scalars()
+        for tenant_id in list(in_line):
+            row = self._conn.execute(
+                select(jobs)
+                .where((jobs.c.tenant_id == tenant_id) & _runnable(now))
+                .order_by(jobs.c.next_run_at, jobs.c.id)
+                .limit(1)
+                .with_for_update(skip_locked=True)
+            ).first()
+            if row is not None:
+                return row
+        # No tenant tried has an unlocked runnable job: either concurrent claimers hold
+        # them all, or the work belongs to a tenant missing from the rotation (queued by
+        # the previous release during a rolling upgrade), which joins it with this turn.
+        # Either way, the job that has waited longest rather than none.
+        return self._conn.execute(
+            select(jobs)
+            .where(_runnable(now))
+            .order_by(jobs.c.next_run_at, jobs.c.id)
+            .limit(1)
+            .with_for_update(skip_locked=True)
+        ).first()
+
+    def _take_turn(self, tenant_id: str, now: datetime) -> None:
+        """Send ``tenant_id`` to the back of the line (see :meth:`claim` for the stamp)."""
+        _join_rotation(self._conn, tenant_id)
+        latest = _as_utc(
+            self._conn.execute(select(func.max(queue_tenants.c.last_claimed_at))).scalar()
+        )
+        stamp = now if latest is None or now > latest else latest + _TICK
+        self._conn.execute(
+            update(queue_tenants)
+            .where(queue_tenants.c.tenant_id == tenant_id)
+            .values(last_claimed_at=stamp)
+        )
+
+    def snapshot(self, *, now: datetime) -> QueueSnapshot:
+        counts = dict.fromkeys(JobState, 0)
+        for state, count in self._conn.execute(
+            select(jobs.c.state, func.count()).group_by(jobs.c.state)
+        ):
+            counts[JobState(state)] = int(count)
+        oldest = self._conn.execute(
+            select(func.min(jobs.c.next_run_at)).where(
+                jobs.c.state.in_([s.value for s in RUNNABLE]) & (jobs.c.next_run_at <= now)
+            )
+        ).scalar()
+        return QueueSnapshot(counts, _as_utc(oldest))
 
     def reap_expired(self, *, now: datetime, policy: RetryPolicy) -> int:
         """Turn RUNNING jobs whose lease ran out (a dead worker) into RETRYING or FAILED."""
@@ -348,6 +446,27 @@ class SqlJobDispatcher:
                 extra_guard=jobs.c.lease_expires_at < now,
             )
         return len(rows)
+
+
+# -- the tenants' rotation ---------------------------------------------------------------
+
+#: Tenants in line a claim tries before it takes any runnable job: more than one only
+#: matters when concurrent claimers (PostgreSQL) hold every runnable job of the first ones.
+_TENANTS_TRIED = 16
+#: The smallest step both SQLite's text timestamps and PostgreSQL's timestamptz keep.
+_TICK = timedelta(microseconds=1)
+
+
+def _runnable(now: datetime) -> Any:
+    return jobs.c.state.in_([s.value for s in RUNNABLE]) & (jobs.c.next_run_at <= now)
+
+
+def _join_rotation(conn: Connection, tenant_id: str) -> None:
+    """Put a tenant in the claim's rotation, unless it is already there (without an error
+    that would abort the transaction, and safely when two transactions race)."""
+    conn.execute(
+        conflict_insert(conn, queue_tenants).on_conflict_do_nothing(), {"tenant_id": tenant_id}
+    )
 
 
 # -- state changes, shared by both views ------------------------------------------------
@@ -423,12 +542,21 @@ def _record(
     detail: str,
 ) -> None:
     conn.execute(
-        job_events.insert().values(
-            tenant_id=tenant_id,
-            job_id=job_id,
-            from_state=from_state.value if from_state else None,
-            to_state=to_state.value,
-            at=at,
-            detail=detail,
-        )
+        job_events.insert(),
+        {
+            "tenant_id": tenant_id,
+            "job_id": job_id,
+            "from_state": from_state.value if from_state else None,
+            "to_state": to_state.value,
+            "at": at,
+            "detail": detail,
+        },
     )
+
+
+def _as_utc(value: Any) -> datetime | None:
+    """An aggregate's result skips the column's type: read it back as the column would."""
+    if value is None:
+        return None
+    parsed = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)

@@ -104,7 +104,11 @@ jobs = Table(
     Column("finished_at", UtcDateTime),
     Column("updated_at", UtcDateTime, nullable=False),
     Column("created_by", String(256)),
+    # The request that queued the job, so its logs and trace follow it into the worker.
+    Column("request_id", String(128)),
+    Column("traceparent", String(64)),
     Index("ix_jobs_state_next_run_at", "state", "next_run_at"),
+    Index("ix_jobs_tenant_state_next_run_at", "tenant_id", "state", "next_run_at"),
     Index("ix_jobs_state_lease_expires_at", "state", "lease_expires_at"),
     Index("ix_jobs_tenant_id_id", "tenant_id", "id"),
     Index("ix_jobs_tenant_document", "tenant_id", "document_id"),
@@ -206,4 +210,26 @@ pii_policies = Table(
     Column("policy", JSON, nullable=False),
     Column("updated_at", UtcDateTime, nullable=False),
     Column("updated_by", String(256), nullable=False),
+)
+
+# -- Observability (migration 0004) ---------------------------------------------------
+
+# Good and total events per SLO per minute, added to by every process: the SLIs, error
+# budgets and burn rates are computed from these rows.
+slo_minutes = Table(
+    "slo_minutes",
+    metadata,
+    Column("slo", String(32), primary_key=True),
+    Column("minute", UtcDateTime, primary_key=True),
+    Column("good", BigInteger, nullable=False),
+    Column("total", BigInteger, nullable=False),
+)
+
+# Every tenant that ever queued work, and when a worker last took one of its jobs: the
+# claim serves the tenant it served longest ago (round-robin), not the oldest job.
+queue_tenants = Table(
+    "queue_tenants",
+    metadata,
+    Column("tenant_id", String(128), primary_key=True),
+    Column("last_claimed_at", UtcDateTime),
 )

@@ -17,9 +17,11 @@ from spine.adapters.sql.housekeeping import SqlHousekeeping
 from spine.adapters.sql.idempotency import SqlIdempotencyRepository
 from spine.adapters.sql.jobs import SqlJobDispatcher, SqlJobRepository
 from spine.adapters.sql.privacy import SqlPrivacyRepository
+from spine.adapters.sql.slo import SqlSloRepository
 from spine.adapters.sqlite.engine import BUSY_TIMEOUT_MS, create_sqlite_engine
 from spine.adapters.sqlite.search_index import SqliteSearchIndex
 from spine.errors import Unavailable
+from spine.observability.tracing import trace_engine
 
 log = structlog.get_logger("spine.db")
 #: How long a compaction waits for other connections before it settles for less.
@@ -37,6 +39,8 @@ class SqliteUnitOfWork:
     # Tenant-blind by design, for the worker loop and `spine gc` only (see spine.ports).
     dispatch: SqlJobDispatcher
     housekeeping: SqlHousekeeping
+    # SLO counts belong to no tenant: one row sums every tenant's events in a minute.
+    slo: SqlSloRepository
 
     @classmethod
     def on(cls, conn: Connection) -> SqliteUnitOfWork:
@@ -49,6 +53,7 @@ class SqliteUnitOfWork:
             SqlPrivacyRepository(conn),
             SqlJobDispatcher(conn),
             SqlHousekeeping(conn),
+            SqlSloRepository(conn),
         )
 
 
@@ -61,6 +66,8 @@ class SqliteDatabase:
         self.url = url
         self._writer = create_sqlite_engine(url, immediate=True, busy_timeout_ms=busy_timeout_ms)
         self._reader = create_sqlite_engine(url, immediate=False, busy_timeout_ms=busy_timeout_ms)
+        trace_engine(self._writer, system="sqlite")
+        trace_engine(self._reader, system="sqlite")
         self._write_lock = threading.Lock()
         self._busy_timeout_ms = busy_timeout_ms
 

@@ -1,0 +1,1 @@
+"""Logs, traces and metrics: how Spine tells what it is doing (issue 5)."""
