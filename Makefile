@@ -6,6 +6,7 @@ STAMP  := $(VENV)/.installed
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 DATA   ?= ./.spine-data
+PROMTOOL := $(VENV)/prometheus/usr/bin/promtool
 
 .PHONY: install run test lint typecheck unit clean
 
@@ -20,6 +21,16 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 install: $(STAMP)
 
+# promtool checks and unit-tests deploy/prometheus. It comes from Debian's package, unpacked
+# rather than installed: the package's maintainer scripts would start a Prometheus server.
+# A stale package list makes the download fail, hence one retry after an update.
+$(PROMTOOL):
+	mkdir -p $(VENV)/cache
+	rm -f $(VENV)/cache/prometheus_*.deb
+	cd $(VENV)/cache && { apt-get download prometheus || { apt-get update && apt-get download prometheus; }; }
+	dpkg-deb -x $(VENV)/cache/prometheus_*.deb $(VENV)/prometheus
+	touch $@
+
 run: install
 	SPINE_DATA_DIR=$(DATA) $(BIN)/spine serve --host $(HOST) --port $(PORT) --data-dir $(DATA) --print-token demo
 
@@ -30,7 +41,7 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
-unit: install
+unit: install $(PROMTOOL)
 	$(BIN)/pytest -q
 
 test: lint typecheck unit
