@@ -77,3 +77,22 @@ def test_metrics_are_open_without_a_token(client: TestClient) -> None:
     response = client.get("/metrics")
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain")
+
+
+def test_an_upload_while_the_blob_store_is_gone_is_503_and_counts_against_availability(
+    client: TestClient, services: Services
+) -> None:
+    from conftest import TEST_SECRET
+    from spine.domain.auth import Role
+    from support.api import bearer
+
+    headers = bearer(services.settings, TEST_SECRET, "acme", Role.WRITER)
+    blob_root = services.blobs.root  # type: ignore[attr-defined]
+    blob_root.rename(blob_root.with_name("blobs-unmounted"))
+    answer = client.post("/v1/documents", headers=headers, files={"file": ("a.txt", b"hello")})
+    assert_problem(answer, 503, "unavailable")
+    assert answer.headers["Retry-After"]
+    from spine.service import slo
+
+    availability = {entry.name: entry for entry in slo.report(services).slos}["availability"]
+    assert availability.budget_bad == 1

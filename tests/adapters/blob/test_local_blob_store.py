@@ -251,3 +251,14 @@ def test_ping_raises_unavailable_when_the_root_is_read_only(
             store.ping()
     finally:
         root.chmod(0o700)
+
+
+def test_put_into_a_vanished_folder_is_unavailable_not_a_crash(
+    store: LocalBlobStore, root: Path
+) -> None:
+    """An unmounted volume: the store is down (503, retry), the upload was not wrong."""
+    root.rename(root.with_name("elsewhere"))
+    with pytest.raises(Unavailable) as raised:
+        store.put("acme", io.BytesIO(b"bytes"))
+    assert raised.value.retry_after
+    assert str(root) not in raised.value.message

@@ -15,7 +15,22 @@ from spine.errors import NotFound, PayloadTooLarge, Unavailable
 from spine.ports import BlobEntry, StoredBlob
 
 _COPY_BUFFER = 1024 * 1024
+#: What a 503 from an unwritable store asks clients to wait.
+RETRY_AFTER_SECONDS = 5
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+class _StreamFailed(Exception):
+    def __init__(self, error: OSError) -> None:
+        self.error = error
+
+
+def _read(stream: BinaryIO) -> bytes:
+    """A block of the upload; its OSErrors are the stream's, not the store's."""
+    try:
+        return stream.read(_COPY_BUFFER)
+    except OSError as exc:
+        raise _StreamFailed(exc) from exc
 
 
 class LocalBlobStore:
@@ -54,6 +69,20 @@ class LocalBlobStore:
         path.unlink(missing_ok=True)
 
     def put(self, tenant_id: str, stream: BinaryIO, *, max_bytes: int | None = None) -> StoredBlob:
+        try:
+            return self._put(tenant_id, stream, max_bytes)
+        except _StreamFailed as failed:
+            # The caller's stream broke (a client gone mid-upload): its error, as it was.
+            raise failed.error from None
+        except OSError as exc:
+            # The folder is gone (an unmounted volume), read-only or full: the store is
+            # down, not the request wrong. 503, so clients retry; the path stays in logs.
+            raise Unavailable(
+                f"the blob store cannot be written ({type(exc).__name__})",
+                retry_after=RETRY_AFTER_SECONDS,
+            ) from exc
+
+    def _put(self, tenant_id: str, stream: BinaryIO, max_bytes: int | None) -> StoredBlob:
         staging = self.root / ".staging"
         staging.mkdir(exist_ok=True)
         digest = hashlib.sha256()
@@ -61,7 +90,7 @@ class LocalBlobStore:
         fd, tmp_name = tempfile.mkstemp(dir=staging)
         try:
             with os.fdopen(fd, "wb") as out:
-                while block := stream.read(_COPY_BUFFER):
+                while block := _read(stream):
                     digest.update(block)
                     size += len(block)
                     if max_bytes is not None and size > max_bytes:
