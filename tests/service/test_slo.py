@@ -15,14 +15,14 @@ import pytest
 from structlog.testing import capture_logs
 
 from spine.adapters.sqlite.database import SqliteDatabase, SqliteUnitOfWork
-from spine.domain.documents import new_id
-from spine.domain.jobs import Job, JobState
+from spine.domain.jobs import Job
 from spine.errors import Unavailable
 from spine.observability.metrics import Metrics
 from spine.service import slo
 from spine.service.container import Services
 from spine.service.slo import SloFlusher, SloRecorder, build_report
 from spine.settings import Settings
+from support.rows import job_row
 
 NOW = datetime(2030, 1, 1, 12, 0, 30, tzinfo=UTC)
 MINUTE = timedelta(minutes=1)
@@ -224,19 +224,7 @@ def test_an_slo_without_events_is_untouched(db: SqliteDatabase, slo_settings: Se
 
 
 def stuck_job(created_at: datetime) -> Job:
-    return Job(
-        id=new_id("job"),
-        tenant_id="acme",
-        document_id=new_id("doc"),
-        state=JobState.PENDING,
-        attempts=0,
-        max_attempts=3,
-        error=None,
-        created_at=created_at,
-        started_at=None,
-        finished_at=None,
-        next_run_at=None,
-    )
+    return job_row("acme", created_at=created_at)
 
 
 def test_jobs_stuck_past_the_threshold_burn_the_freshness_budget_without_being_stored(

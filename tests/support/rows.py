@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from spine.domain.documents import Document, new_id
+from spine.domain.jobs import Job, JobState
 
 T0 = datetime(2030, 1, 1, tzinfo=UTC)
 
@@ -31,4 +32,29 @@ def document_row(
         chunk_count=chunk_count,
         created_at=at,
         updated_at=at,
+    )
+
+
+def job_row(
+    tenant: str = "acme",
+    *,
+    document_id: str | None = None,
+    created_at: datetime = T0,
+    max_attempts: int = 3,
+    created_by: str | None = None,
+) -> Job:
+    """A PENDING job as ``enqueue`` takes it."""
+    return Job(
+        id=new_id("job"),
+        tenant_id=tenant,
+        document_id=document_id or new_id("doc"),
+        state=JobState.PENDING,
+        attempts=0,
+        max_attempts=max_attempts,
+        error=None,
+        created_at=created_at,
+        started_at=None,
+        finished_at=None,
+        next_run_at=None,
+        created_by=created_by,
     )

@@ -21,12 +21,12 @@ from sqlalchemy.dialects import postgresql
 from spine.adapters.sql import jobs as sql_jobs
 from spine.adapters.sql.tables import queue_tenants
 from spine.adapters.sqlite.database import SqliteDatabase
-from spine.domain.documents import new_id
 from spine.domain.jobs import Job, JobError, JobState, RetryDecision, RetryPolicy
 from spine.queue.worker import claim_next
 from spine.service import documents, processing
 from spine.service.bootstrap import open_database
 from spine.service.container import Services
+from support.rows import job_row
 
 T0 = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
 LEASE = 30.0
@@ -34,19 +34,7 @@ POLICY = RetryPolicy(base_seconds=2.0, max_seconds=60.0)
 
 
 def make_job(tenant_id: str, created_at: datetime = T0) -> Job:
-    return Job(
-        id=new_id("job"),
-        tenant_id=tenant_id,
-        document_id=new_id("doc"),
-        state=JobState.PENDING,
-        attempts=0,
-        max_attempts=3,
-        error=None,
-        created_at=created_at,
-        started_at=None,
-        finished_at=None,
-        next_run_at=None,
-    )
+    return job_row(tenant_id, created_at=created_at)
 
 
 def enqueue(db: SqliteDatabase, tenant_id: str, count: int = 1, at: datetime = T0) -> list[str]:

@@ -13,6 +13,7 @@ from spine.adapters.sqlite.database import SqliteDatabase
 from spine.domain.documents import new_id
 from spine.domain.jobs import Job, JobError, JobState, RetryDecision, RetryPolicy
 from spine.errors import LeaseLost, NotFound
+from support.rows import job_row
 
 T0 = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
 LEASE = 30.0
@@ -32,19 +33,8 @@ def make_job(
     max_attempts: int = 3,
     created_by: str | None = None,
 ) -> Job:
-    return Job(
-        id=new_id("job"),
-        tenant_id=tenant_id,
-        document_id=new_id("doc"),
-        state=JobState.PENDING,
-        attempts=0,
-        max_attempts=max_attempts,
-        error=None,
-        created_at=created_at,
-        started_at=None,
-        finished_at=None,
-        next_run_at=None,
-        created_by=created_by,
+    return job_row(
+        tenant_id, created_at=created_at, max_attempts=max_attempts, created_by=created_by
     )
 
 

@@ -7,11 +7,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from spine.adapters.sqlite.database import SqliteDatabase
-from spine.domain.documents import new_id
-from spine.domain.jobs import Job, JobState
+from spine.domain.jobs import Job
 from spine.observability.metrics import Metrics
 from spine.service.slo import SloRecorder
 from spine.settings import Settings
+from support.rows import job_row
 
 T0 = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
 MINUTE = timedelta(minutes=1)
@@ -75,19 +75,7 @@ def test_purge_drops_only_minutes_before_the_cutoff(db: SqliteDatabase) -> None:
 
 
 def job(created_at: datetime, tenant: str = "acme") -> Job:
-    return Job(
-        id=new_id("job"),
-        tenant_id=tenant,
-        document_id=new_id("doc"),
-        state=JobState.PENDING,
-        attempts=0,
-        max_attempts=3,
-        error=None,
-        created_at=created_at,
-        started_at=None,
-        finished_at=None,
-        next_run_at=None,
-    )
+    return job_row(tenant, created_at=created_at)
 
 
 def test_overdue_jobs_counts_unfinished_jobs_of_every_tenant_past_the_threshold(

@@ -30,7 +30,7 @@ from spine.domain.documents import Document, new_id
 from spine.domain.jobs import Job, JobError, JobState, RetryDecision, RetryPolicy
 from spine.errors import LeaseLost, NotFound
 from spine.ports import StoredResponse
-from support.rows import document_row
+from support.rows import document_row, job_row
 
 T0 = datetime(2030, 1, 1, tzinfo=UTC)
 TENANT = "tenant-under-test"
@@ -208,20 +208,7 @@ def make_document(document_id: str, sha: str = "a" * 64) -> Document:
 
 
 def make_job(document_id: str, created_by: str | None = "alice") -> Job:
-    return Job(
-        id=new_id("job"),
-        tenant_id=TENANT,
-        document_id=document_id,
-        state=JobState.PENDING,
-        attempts=0,
-        max_attempts=3,
-        error=None,
-        created_at=T0,
-        started_at=None,
-        finished_at=None,
-        next_run_at=None,
-        created_by=created_by,
-    )
+    return job_row(TENANT, document_id=document_id, created_at=T0, created_by=created_by)
 
 
 def claim_one(uow: SqliteUnitOfWork) -> Job:
