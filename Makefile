@@ -42,7 +42,7 @@ typecheck: install
 	$(BIN)/mypy
 
 unit: install $(PROMTOOL)
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n 2
 
 test: lint typecheck unit
 

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import os
+
+# Rich sizes spine.cli's console when the module is imported, whichever test does that
+# first: wide enough that no table of a CLI test wraps, whatever the order of the tests.
+os.environ.setdefault("COLUMNS", "300")
+
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
