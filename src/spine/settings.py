@@ -73,6 +73,11 @@ class Settings(BaseSettings):
         gt=0,
         description="A tenant's subjects of one role share a bucket this many times one's.",
     )
+    redis_url: str | None = Field(
+        None,
+        description="redis://host:port/db shared by every API process for rate limits; "
+        "unset: buckets in this process's memory.",
+    )
     max_header_bytes: int = Field(
         16 * 1024, gt=0, description="Largest total size of a request's headers (431 above)."
     )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import uuid
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import Any
@@ -268,3 +270,36 @@ def test_unauthenticated_routes_and_answers_are_neither_limited_nor_labelled(
 def test_an_invalid_policy_stops_the_start() -> None:
     with pytest.raises(ValueError, match="rate limit policy"):
         Settings(rate_limit_reader="lots")
+
+
+def test_two_api_processes_on_one_redis_share_a_callers_bucket(
+    services: Services, limits: Settings, clock: FrozenClock
+) -> None:
+    """``SPINE_REDIS_URL``: a caller who spent the burst on one API process is refused
+    by the other, as if there were one."""
+    from dataclasses import replace
+
+    import redis as redis_client
+
+    from spine.adapters.ratelimit.redis import RedisRateLimiter
+
+    url = os.environ.get("SPINE_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+    try:
+        redis_client.Redis.from_url(url).ping()
+    except redis_client.RedisError:
+        if os.environ.get("CI") == "true":
+            raise
+        pytest.skip(f"no Redis at {url}")
+    prefix = f"spine-test:{uuid.uuid4().hex}:"
+    first = replace(services, rate_limiter=RedisRateLimiter.from_url(url, prefix=prefix))
+    second = replace(services, rate_limiter=RedisRateLimiter.from_url(url, prefix=prefix))
+    alice = token(limits)
+    with (
+        TestClient(create_app(services=first), raise_server_exceptions=False) as one,
+        TestClient(create_app(services=second), raise_server_exceptions=False) as other,
+    ):
+        spent = [one.get("/v1/documents", headers=alice).status_code for _ in range(3)]
+        refused = other.get("/v1/documents", headers=alice)
+    assert spent == [200, 200, 200]
+    assert refused.status_code == 429
+    assert refused.headers["retry-after"] == "1"

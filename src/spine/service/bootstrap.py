@@ -11,6 +11,7 @@ from spine.adapters.embedders.breaker import CircuitBreaker
 from spine.adapters.embedders.http import HttpEmbedder
 from spine.adapters.embedders.timed import TimedEmbedder
 from spine.adapters.ratelimit.memory import InProcessRateLimiter
+from spine.adapters.ratelimit.redis import RedisRateLimiter
 from spine.adapters.sql import migrate
 from spine.adapters.sqlite.database import SqliteDatabase
 from spine.domain.jobs import RetryPolicy
@@ -120,9 +121,11 @@ def bootstrap(settings: Settings, *, embedder: Embedder | None = None) -> Servic
             max_children=max(1, settings.workers),
         ),
         retry=RetryPolicy(settings.retry_base_seconds, settings.retry_max_seconds),
-        # One API process: buckets in memory. Several processes need a shared store
-        # behind the same port, or each would grant the full rate.
-        rate_limiter=InProcessRateLimiter(),
+        # Several API processes share their buckets in Redis, or each would grant the
+        # full rate; one process keeps them in memory.
+        rate_limiter=RedisRateLimiter.from_url(settings.redis_url)
+        if settings.redis_url
+        else InProcessRateLimiter(),
         keyring=Keyring(master_key, db, utc_now, on_lookup=metrics.cache("tenant_keys")),
         metrics=metrics,
         radar=HotspotRadar(
