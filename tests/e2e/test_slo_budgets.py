@@ -24,13 +24,15 @@ def slo_report(client: TestClient, auth: AuthFactory) -> dict[str, dict[str, Any
 def test_5xx_answers_and_slow_searches_spend_their_budgets(
     client: TestClient, auth: AuthFactory, services: Services, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # A generous threshold: on a loaded machine a real search must not miss it by chance.
+    services.settings.slo_search_latency_seconds = 1.0
     reader = auth("acme", Role.READER)
     for _ in range(20):
         assert client.get("/v1/search", headers=reader, params={"q": "fine"}).status_code == 200
     before = slo_report(client, auth)
     assert before["availability"]["budget_remaining"] == 1.0
-    assert before["search_latency"]["budget_remaining"] == 1.0
     assert before["search_latency"]["total"] == 20
+    slow_already = before["search_latency"]["budget_bad"]  # 0 unless the machine stalled
 
     real_search = search_service.search
     threshold = services.settings.slo_search_latency_seconds
@@ -60,11 +62,12 @@ def test_5xx_answers_and_slow_searches_spend_their_budgets(
     )
     assert availability["budget_remaining"] < 0  # 2 of ~27 requests: far past 0.1 %
     # Slow and failed searches both miss the latency objective.
-    assert latency["budget_bad"] == 3 + 2
+    bad = slow_already + 3 + 2
+    assert latency["budget_bad"] == bad
     assert latency["total"] == 20 + 3 + 2
-    assert latency["sli"] == pytest.approx(20 / 25)
+    assert latency["sli"] == pytest.approx((25 - bad) / 25)
     # Everything happened within the last five minutes: the short window burns hardest.
-    assert latency["burn_rates"]["5m"] == pytest.approx((5 / 25) / (1 - latency["objective"]))
+    assert latency["burn_rates"]["5m"] == pytest.approx((bad / 25) / (1 - latency["objective"]))
     assert latency["burn_rates"]["5m"] >= latency["burn_rates"]["6h"] > 0
     # Freshness saw no upload: untouched.
     assert after["freshness"]["budget_bad"] == 0
