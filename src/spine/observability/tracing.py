@@ -9,17 +9,15 @@ they leave the process only when ``SPINE_OTLP_ENDPOINT`` is set.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
@@ -31,18 +29,18 @@ tracer = trace.get_tracer("spine", __version__)
 _propagator = TraceContextTextMapPropagator()
 
 
-def configure_tracing(settings: Settings, *, exporter: SpanExporter | None = None) -> None:
+def configure_tracing(settings: Settings) -> None:
     """Install the SDK's provider for this process (once: OpenTelemetry refuses a second)."""
     provider = TracerProvider(
         resource=Resource.create({"service.name": "spine", "service.version": __version__}),
         sampler=ParentBased(TraceIdRatioBased(settings.trace_sample_ratio)),
     )
-    if exporter is None and settings.otlp_endpoint:
+    if settings.otlp_endpoint:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
-        exporter = OTLPSpanExporter(endpoint=settings.otlp_endpoint)
-    if exporter is not None:
-        provider.add_span_processor(BatchSpanProcessor(exporter))
+        provider.add_span_processor(
+            BatchSpanProcessor(OTLPSpanExporter(endpoint=settings.otlp_endpoint))
+        )
     trace.set_tracer_provider(provider)
 
 
@@ -59,18 +57,6 @@ def context_from(traceparent: str | None) -> Context | None:
         return None
     context = _propagator.extract({"traceparent": traceparent})
     return context if trace.get_current_span(context).get_span_context().is_valid else None
-
-
-def trace_id_of(span: Span) -> str | None:
-    context = span.get_span_context()
-    return trace.format_trace_id(context.trace_id) if context.is_valid else None
-
-
-@contextmanager
-def span(name: str, *, kind: SpanKind = SpanKind.INTERNAL, **attributes: Any) -> Iterator[Span]:
-    """A child of the current span; an exception marks it as an error and goes on."""
-    with tracer.start_as_current_span(name, kind=kind, attributes=attributes) as current:
-        yield current
 
 
 def trace_engine(engine: Engine, *, system: str) -> None:

@@ -64,9 +64,6 @@ class RedisRateLimiter:
             ) from exc
         raise Unavailable("the rate limiter is contended", retry_after=RETRY_AFTER_SECONDS)
 
-    def close(self) -> None:
-        self._client.close()
-
 
 def _state(raw: Sequence[bytes | str | None]) -> BucketState | None:
     tokens, updated = raw

@@ -18,7 +18,7 @@ from __future__ import annotations
 import builtins
 import hashlib
 import secrets
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, Row, delete, func, select, update
@@ -401,9 +401,7 @@ class SqlJobDispatcher:
     def _take_turn(self, tenant_id: str, now: datetime) -> None:
         """Send ``tenant_id`` to the back of the line (see :meth:`claim` for the stamp)."""
         _join_rotation(self._conn, tenant_id)
-        latest = _as_utc(
-            self._conn.execute(select(func.max(queue_tenants.c.last_claimed_at))).scalar()
-        )
+        latest = self._conn.execute(select(func.max(queue_tenants.c.last_claimed_at))).scalar()
         stamp = now if latest is None or now > latest else latest + _TICK
         self._conn.execute(
             update(queue_tenants)
@@ -422,7 +420,7 @@ class SqlJobDispatcher:
                 jobs.c.state.in_([s.value for s in RUNNABLE]) & (jobs.c.next_run_at <= now)
             )
         ).scalar()
-        return QueueSnapshot(counts, _as_utc(oldest))
+        return QueueSnapshot(counts, oldest)
 
     def reap_expired(self, *, now: datetime, policy: RetryPolicy) -> int:
         """Turn RUNNING jobs whose lease ran out (a dead worker) into RETRYING or FAILED."""
@@ -552,11 +550,3 @@ def _record(
             "detail": detail,
         },
     )
-
-
-def _as_utc(value: Any) -> datetime | None:
-    """An aggregate's result skips the column's type: read it back as the column would."""
-    if value is None:
-        return None
-    parsed = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
