@@ -66,14 +66,23 @@ def configure_logging(settings: Settings, *, stream: TextIO | None = None) -> No
         redact_unsafe_fields,
         structlog.processors.StackInfoRenderer(),
     ]
+    # Tracebacks without the frames' local variables: those hold settings (secrets),
+    # tokens, documents' text, whatever the failing code had in hand.
     renderer: Any = (
         structlog.processors.JSONRenderer()
         if as_json
-        else structlog.dev.ConsoleRenderer(colors=stream.isatty())
+        else structlog.dev.ConsoleRenderer(
+            colors=stream.isatty(),
+            exception_formatter=structlog.dev.RichTracebackFormatter(show_locals=False),
+        )
     )
     final: list[Any] = [structlog.stdlib.ProcessorFormatter.remove_processors_meta]
     if as_json:
-        final.append(structlog.processors.dict_tracebacks)
+        final.append(
+            structlog.processors.ExceptionRenderer(
+                structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
+            )
+        )
     final.append(renderer)
     structlog.configure(
         processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
