@@ -11,6 +11,7 @@ from spine.observability.metrics import Metrics
 from spine.ports import BlobStore, Breaker, Database, Embedder, Extractor, RateLimiter
 from spine.service.hotspots import HotspotRadar
 from spine.service.keyring import Keyring
+from spine.service.search_cache import SearchCache
 from spine.service.slo import SloRecorder
 from spine.settings import Settings
 
@@ -32,6 +33,7 @@ class Services:
     metrics: Metrics
     radar: HotspotRadar
     slo: SloRecorder
+    search_cache: SearchCache
     breaker: Breaker | None
     """The embedder's circuit breaker, when the embedder is remote."""
     clock: Callable[[], datetime] = utc_now

@@ -1,0 +1,1 @@
+"""Cache stores: where cached search answers live (this process, or Redis)."""
