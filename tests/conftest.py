@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import os
+import secrets
 
 # Rich sizes spine.cli's console when the module is imported, whichever test does that
 # first: wide enough that no table of a CLI test wraps, whatever the order of the tests.
@@ -12,21 +14,53 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import pytest
+import redis
 from starlette.testclient import TestClient
 
+import support.postgres
 from spine.adapters.embedders.minilm_onnx import MiniLMOnnxEmbedder
-from spine.adapters.sqlite.database import SqliteDatabase
 from spine.api.app import create_app
 from spine.domain.auth import Role
+from spine.ports import Database
 from spine.service.bootstrap import bootstrap, open_database
 from spine.service.container import Services
 from spine.settings import Settings
 from support.api import bearer
+from support.s3 import S3Server, fresh_bucket, serve_s3
 
 TEST_SECRET = "test-secret-" + "x" * 40
 #: Far above what any test sends (some send 200 requests at once): only the rate limit
 #: tests, which set their own, are ever throttled.
 UNTHROTTLED = "1000000/s burst 1000000"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Start the servers the tests need, once per run: in the process that spawns the
+    xdist workers (which inherit the addresses through the environment), or in the only
+    process when there are none."""
+    if hasattr(config, "workerinput"):
+        return
+    config.stash[_STARTED_POSTGRES] = support.postgres.start(in_ci=os.environ.get("CI") == "true")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The topology test first: it keeps one xdist worker busy for minutes, which the
+    other worker spends on the rest of the suite instead of waiting at the end."""
+    items.sort(key=lambda item: "tests/topology/" not in item.nodeid.replace("\\", "/"))
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if not hasattr(config, "workerinput") and _STARTED_POSTGRES in config.stash:
+        support.postgres.stop(config.stash[_STARTED_POSTGRES])
+
+
+_STARTED_POSTGRES = pytest.StashKey["support.postgres.LocalPostgres | None"]()
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A migrated PostgreSQL database of this test's own (see support.postgres)."""
+    yield from support.postgres.fresh_database()
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -45,10 +79,68 @@ def embedder() -> MiniLMOnnxEmbedder:
 
 
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
+def backend() -> str:
+    """Which stores ``settings`` points at: ``embedded`` (SQLite and a folder) or
+    ``scale-out`` (PostgreSQL, S3 and Redis). tests/e2e runs on both; elsewhere it is
+    the embedded default, unless SPINE_TEST_BACKEND says otherwise (to try the whole
+    suite on the scale-out stores)."""
+    return os.environ.get("SPINE_TEST_BACKEND", "embedded")
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """One S3 server per test process (see support.s3)."""
+    yield from serve_s3(tmp_path_factory.mktemp("s3-server"))
+
+
+@pytest.fixture
+def s3_bucket_url(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """``s3://bucket/prefix`` of a bucket of this test's own, with the AWS variables that
+    reach it set for this process and the ``spine`` processes it starts."""
+    for key, value in s3_server.environment().items():
+        monkeypatch.setenv(key, value)
+    with fresh_bucket(s3_server) as url:
+        yield url
+
+
+@pytest.fixture
+def redis_url() -> str:
+    """The test Redis (``SPINE_TEST_REDIS_URL``, default this machine's, database 15).
+    Tests sharing it keep apart by key namespace (``redis_namespace`` below)."""
+    url = os.environ.get("SPINE_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=2).ping()
+    except redis.RedisError as exc:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI needs Redis at {url}: {exc}")
+        pytest.skip(f"no Redis at {url}")
+    return url
+
+
+@pytest.fixture
+def backend_settings(backend: str, request: pytest.FixtureRequest) -> dict[str, str]:
+    """The store settings of ``backend``, each store of this test's own: a database, a
+    bucket and a Redis key namespace."""
+    if backend == "embedded":
+        return {}
+    if backend != "scale-out":
+        raise ValueError(f"unknown test backend {backend!r}")
+    return {
+        "database_url": request.getfixturevalue("postgres_url"),
+        "blob_url": request.getfixturevalue("s3_bucket_url"),
+        "redis_url": request.getfixturevalue("redis_url"),
+        "redis_namespace": f"spine-test-{secrets.token_hex(6)}",
+        # Every process of a shared database holds the same keys (see bootstrap).
+        "master_key": base64.b64encode(os.urandom(32)).decode(),
+        "jwt_secret": TEST_SECRET,
+    }
+
+
+@pytest.fixture
+def settings(tmp_path: Path, backend_settings: dict[str, str]) -> Settings:
     return Settings(
+        **{"jwt_secret": TEST_SECRET, **backend_settings},  # type: ignore[arg-type]
         data_dir=tmp_path / "data",
-        jwt_secret=TEST_SECRET,
         workers=1,
         job_poll_seconds=0.05,
         job_lease_seconds=10,
@@ -60,12 +152,15 @@ def settings(tmp_path: Path) -> Settings:
     )
 
 
-@pytest.fixture
-def db(tmp_path: Path) -> Iterator[SqliteDatabase]:
-    """A migrated SQLite database of its own, for tests of the repositories below the
-    services."""
-    database = open_database(f"sqlite:///{tmp_path / 'spine.db'}")
-    assert isinstance(database, SqliteDatabase)
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
+    """A migrated database of its own, for the repositories' contract tests: every test
+    that takes it runs on SQLite and on PostgreSQL."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'spine.db'}"
+    else:
+        url = request.getfixturevalue("postgres_url")
+    database = open_database(url)
     yield database
     database.close()
 

@@ -131,12 +131,31 @@ def test_client_errors_are_one_readable_line(server: tuple[str, dict[str, str]])
     assert "cannot reach" in down.stderr
 
 
+HEAD_REVISION = "0005"
+
+
 def test_migrate_down_and_up(tmp_path: Path) -> None:
     env = process_env(tmp_path / "m", TEST_SECRET)
-    assert "revision 0004" in spine("migrate", "up", env=env).stdout
+    assert f"revision {HEAD_REVISION}" in spine("migrate", "up", env=env).stdout
     assert "revision 0001" in spine("migrate", "down", "--revision", "0001", env=env).stdout
     assert "revision base" in spine("migrate", "down", env=env).stdout
-    assert "revision 0004" in spine("migrate", "up", env=env).stdout
+    assert f"revision {HEAD_REVISION}" in spine("migrate", "up", env=env).stdout
+
+
+def test_migrate_runs_against_postgresql(tmp_path: Path, postgres_url: str) -> None:
+    env = process_env(tmp_path / "m", TEST_SECRET, database_url=postgres_url)
+    assert f"revision {HEAD_REVISION}" in spine("migrate", "up", env=env).stdout
+    assert "revision 0004" in spine("migrate", "down", "--revision", "0004", env=env).stdout
+    assert f"revision {HEAD_REVISION}" in spine("migrate", "up", env=env).stdout
+
+
+def test_migrate_against_an_unreachable_database_is_one_readable_line(tmp_path: Path) -> None:
+    env = process_env(tmp_path / "m", TEST_SECRET, database_url="postgresql://spine@127.0.0.1:1/x")
+    result = spine("migrate", "up", env=env, check=False)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().startswith("spine: cannot reach the database")
+    assert len(result.stderr.strip().splitlines()) == 1
 
 
 def test_dlq_list_and_retry(server: tuple[str, dict[str, str]], tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ them only for callers with the ``ops:read`` scope (``GET /v1/admin/slo``).
 from __future__ import annotations
 
 import builtins
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -285,6 +285,13 @@ class SearchIndex(Protocol):
 
     def describe(self, tenant_id: str, keys: Sequence[int], query: str) -> dict[int, HitInfo]: ...
 
+    def generation(self, tenant_id: str) -> int:
+        """A number that grows with every change to the tenant's entries (0 before the
+        first). ``replace`` and ``delete_document`` raise it in their own transaction, so
+        a reader that sees a change also sees the generation after it: the search result
+        cache keys answers by it, and an answer from before the change is never found."""
+        ...
+
 
 @dataclass(frozen=True)
 class HitInfo:
@@ -477,4 +484,41 @@ class Database(Protocol):
         whenever the space is reused. Called after deletions."""
         ...
 
+    def on_jobs_queued(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` (from another thread) whenever any process queues a runnable
+        job, where the database can tell (PostgreSQL: LISTEN/NOTIFY); elsewhere never,
+        and idle workers find new jobs by polling."""
+        ...
+
     def close(self) -> None: ...
+
+
+# -- Cache (issue 6) -------------------------------------------------------------------
+
+
+class Cache(Protocol):
+    """Bytes under string keys, each kept for a while: this process's own (in-process) or
+    shared by every process that uses the same store (Redis).
+
+    A cache is never the source of truth: a store that cannot be reached acts like an
+    empty one (``get`` finds nothing, ``set`` keeps nothing, the fill lock is granted),
+    so nothing fails because of it, it only gets slower.
+
+    The fill lock lets one caller of all the processes compute a missing value while the
+    others poll ``get`` for it. It expires by itself after ``ttl_seconds``, so a caller
+    that dies holding it delays the others only that long.
+    """
+
+    def get(self, key: str) -> bytes | None: ...
+
+    def set(self, key: str, value: bytes, ttl_seconds: float) -> None: ...
+
+    def acquire_fill_lock(self, key: str, ttl_seconds: float) -> str | None:
+        """A token if the caller is to compute ``key`` now (it holds the lock, or the
+        store cannot be reached); None while another caller holds the lock."""
+        ...
+
+    def release_fill_lock(self, key: str, token: str) -> None:
+        """Release the lock if ``token`` still holds it (not once it has expired and
+        another caller has taken it)."""
+        ...

@@ -24,7 +24,16 @@ class Settings(BaseSettings):
         None, description="SQLAlchemy URL; default sqlite:///<data_dir>/spine.db."
     )
     db_busy_timeout_ms: int = Field(
-        30_000, gt=0, description="How long a write waits for SQLite's lock before a 503."
+        30_000,
+        gt=0,
+        description="How long a write waits for a lock (SQLite's, or a PostgreSQL row "
+        "lock) before a 503.",
+    )
+    db_pool_size: int = Field(
+        10, ge=1, description="PostgreSQL: connections each process keeps open."
+    )
+    db_max_overflow: int = Field(
+        10, ge=0, description="PostgreSQL: connections a process may open beyond the pool."
     )
     blob_url: str | None = Field(
         None, description="Blob store URL; default file://<data_dir>/blobs."
@@ -75,8 +84,14 @@ class Settings(BaseSettings):
     )
     redis_url: str | None = Field(
         None,
-        description="redis://host:port/db shared by every API process for rate limits; "
-        "unset: buckets in this process's memory.",
+        description="redis://host:port/db shared by every API process for rate limits and "
+        "the search cache; unset: both in this process's memory.",
+    )
+    redis_namespace: str = Field(
+        "spine",
+        pattern=r"^[A-Za-z0-9_.-]{1,64}$",
+        description="Prefix of every Redis key Spine writes, so deployments (or tests) can "
+        "share one Redis without sharing keys.",
     )
     max_header_bytes: int = Field(
         16 * 1024, gt=0, description="Largest total size of a request's headers (431 above)."
@@ -153,6 +168,31 @@ class Settings(BaseSettings):
     )
     search_candidates: int = Field(50, gt=0, description="Candidates taken from each search leg.")
     rrf_k: int = Field(60, gt=0, description="Reciprocal rank fusion constant.")
+    search_cache_ttl_seconds: float = Field(
+        60.0,
+        ge=0,
+        description="Longest a search answer stays cached; 0: none is. A change to a "
+        "tenant's documents makes its cached answers unreachable at once, whatever this is.",
+    )
+    search_cache_ttl_jitter: float = Field(
+        0.2,
+        ge=0,
+        lt=1,
+        description="Each cached answer lives between (1 - this) and 1 times the TTL, at "
+        "random, so answers cached together do not all expire together.",
+    )
+    search_cache_max_entries: int = Field(
+        10_000,
+        ge=1,
+        description="Answers the in-process search cache holds; the least recently used go "
+        "first. With SPINE_REDIS_URL the cache is in Redis, bounded by its maxmemory.",
+    )
+    query_embedding_cache_size: int = Field(
+        1024,
+        ge=0,
+        description="Query vectors each process keeps (least recently used go first), so a "
+        "repeated query makes no model call; 0: none.",
+    )
 
     # -- Observability (issue 5) -----------------------------------------------------
     log_format: Literal["auto", "json", "console"] = Field(
@@ -216,7 +256,10 @@ class Settings(BaseSettings):
 
     def resolved_database_url(self) -> str:
         if self.database_url:
-            return self.database_url
+            # postgres:// is what many hosting platforms hand out; SQLAlchemy wants
+            # postgresql://.
+            scheme, sep, rest = self.database_url.partition("://")
+            return f"postgresql{sep}{rest}" if scheme == "postgres" else self.database_url
         return f"sqlite:///{(self.data_dir / 'spine.db').resolve()}"
 
     def resolved_blob_url(self) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import replace
 from typing import Any
@@ -377,6 +377,9 @@ class AuditlessDatabase:
 
     def ping(self) -> None:
         self.real.ping()
+
+    def on_jobs_queued(self, callback: Callable[[], None]) -> None:
+        self.real.on_jobs_queued(callback)
 
     def close(self) -> None:
         self.real.close()

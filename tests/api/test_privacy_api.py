@@ -13,6 +13,7 @@ from spine.domain.auth import Role
 from spine.service.container import Services
 from support.api import wait_for_job
 from support.problems import assert_problem
+from support.rows import unscoped
 
 PROBLEM = "application/problem+json"
 EMAIL = "jane.doe@example.com"
@@ -268,7 +269,7 @@ def test_delete_drops_stored_responses_that_quote_the_document(
 
     def stored_bodies() -> list[str]:
         with services.db.read() as uow:
-            conn = uow.documents._conn  # the test reads the table behind the repository
+            conn = unscoped(uow)
             rows = conn.execute(text("SELECT response_body FROM idempotency_keys")).all()
         return [row[0] or "" for row in rows]
 

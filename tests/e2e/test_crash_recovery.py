@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import os
 import signal
-import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,11 +11,14 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import text
 
 from conftest import TEST_SECRET
 from spine.adapters.sqlite.search_index import fts_table
+from spine.service.bootstrap import open_database
 from spine.settings import Settings
 from support.api import bearer, wait_for_job
+from support.rows import unscoped
 from support.server import SpineProcess, process_env
 
 pytestmark = pytest.mark.slow
@@ -46,6 +49,12 @@ def processes() -> Iterator[list[SpineProcess]]:
         process.stop()
 
 
+def database_url(data_dir: Path) -> str:
+    """The database the test's processes use: the scale-out one from the environment
+    (see tests/e2e/conftest.py), else the embedded file under their data dir."""
+    return os.environ.get("SPINE_DATABASE_URL") or f"sqlite:///{data_dir / 'spine.db'}"
+
+
 def upload_all(url: str, headers: dict[str, str], files: list[bytes]) -> list[dict[str, Any]]:
     accepted = []
     with httpx.Client(base_url=url, headers=headers, timeout=30) as client:
@@ -70,24 +79,44 @@ def wait_until_running(url: str, headers: dict[str, str], timeout: float = 60) -
     raise AssertionError("no job started running")
 
 
-def assert_index_has_no_duplicates(db_path: Path) -> None:
-    with sqlite3.connect(db_path) as conn:
-        chunk_counts = dict(conn.execute("SELECT id, chunk_count FROM documents").fetchall())
-        stored = dict(
-            conn.execute("SELECT document_id, count(*) FROM chunks GROUP BY document_id").fetchall()
-        )
-        duplicate_ordinals = conn.execute(
-            "SELECT count(*) FROM (SELECT document_id, ordinal FROM chunks "
-            "GROUP BY document_id, ordinal HAVING count(*) > 1)"
-        ).fetchone()[0]
-        total_chunks = conn.execute("SELECT count(*) FROM chunks").fetchone()[0]
-        # The FTS table keeps its own rows; sqlite-vec cannot load in this sqlite3, but the
-        # FTS shadow table can be read, and the vector rows are checked through search.
-        docsize = f"{fts_table('acme')}_docsize"
-        fts_rows = conn.execute(f"SELECT count(*) FROM {docsize}").fetchone()[0]  # noqa: S608
+def assert_index_has_no_duplicates(url: str) -> None:
+    """Each document's chunks once each, and every chunk in the keyword and vector index
+    once: read from the tables behind the repositories, on either database."""
+    db = open_database(url)
+    try:
+        with db.read() as uow:
+            conn = unscoped(uow)
+            chunk_counts = dict(conn.execute(text("SELECT id, chunk_count FROM documents")).all())
+            stored = dict(
+                conn.execute(
+                    text("SELECT document_id, count(*) FROM chunks GROUP BY document_id")
+                ).all()
+            )
+            duplicate_ordinals = conn.execute(
+                text(
+                    "SELECT count(*) FROM (SELECT document_id, ordinal FROM chunks "
+                    "GROUP BY document_id, ordinal HAVING count(*) > 1) AS twice"
+                )
+            ).scalar()
+            total_chunks = conn.execute(text("SELECT count(*) FROM chunks")).scalar()
+            if conn.dialect.name == "sqlite":
+                indexed = conn.execute(
+                    text(f"SELECT count(*) FROM {fts_table('acme')}")  # noqa: S608 -- a digest
+                ).scalar()
+                vectors = conn.execute(text("SELECT count(*) FROM chunks_vec")).scalar()
+            else:
+                indexed = conn.execute(
+                    text("SELECT count(*) FROM chunks WHERE search_vector IS NOT NULL")
+                ).scalar()
+                vectors = conn.execute(
+                    text("SELECT count(*) FROM chunks WHERE embedding IS NOT NULL")
+                ).scalar()
+    finally:
+        db.close()
     assert duplicate_ordinals == 0
     assert stored == chunk_counts
-    assert fts_rows == total_chunks
+    assert indexed == total_chunks
+    assert vectors == total_chunks
 
 
 def test_worker_killed_mid_job_the_job_completes_later_exactly_once(
@@ -122,7 +151,7 @@ def test_worker_killed_mid_job_the_job_completes_later_exactly_once(
     ]
     assert "lease-expired" in killed["events"][2]["detail"]
     assert killed["attempts"] == 2
-    assert_index_has_no_duplicates(data_dir / "spine.db")
+    assert_index_has_no_duplicates(database_url(data_dir))
 
 
 def test_server_killed_during_ingest_loses_nothing_after_restart(
@@ -152,7 +181,7 @@ def test_server_killed_during_ingest_loses_nothing_after_restart(
             assert hits, index
             assert {hit["document_id"] for hit in hits} == {accepted[index]["document"]["id"]}
             assert len({hit["chunk_id"] for hit in hits}) == len(hits)
-    assert_index_has_no_duplicates(data_dir / "spine.db")
+    assert_index_has_no_duplicates(database_url(data_dir))
     # uvicorn re-raises SIGTERM after its graceful shutdown, so -SIGTERM is a clean exit.
     assert restarted.terminate() in (0, -signal.SIGTERM)
     log = restarted.log.read_text()

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 from sqlalchemy import text
 from starlette.testclient import TestClient
 
@@ -55,6 +56,16 @@ FILLER = (
     "This paragraph is ordinary text about budgets, schedules and the weather, so that "
     "every document is long enough to make more than one chunk when it is processed."
 )
+
+
+@pytest.fixture
+def backend() -> str:
+    """The embedded default only: this suite reads the stores' files byte for byte. On
+    PostgreSQL a deleted row's bytes stay in its page until VACUUM and later writes reuse
+    the space, and an S3 provider's disks are not ours to read: there, what deletion
+    guarantees is checked through the stores' own interfaces
+    (test_deletion_scale_out.py)."""
+    return "embedded"
 
 
 def deleted_body() -> str:

@@ -111,7 +111,10 @@ def test_an_upload_is_followed_by_request_id_and_trace_to_the_index_step(
     ]
     assert statements
     assert all(s.name.startswith("db ") for s in statements)
-    assert any(s.attributes and s.attributes.get("db.system") == "sqlite" for s in statements)
+    assert any(
+        s.attributes and s.attributes.get("db.system") in ("sqlite", "postgresql")
+        for s in statements
+    )
 
 
 def test_metrics_show_requests_jobs_and_freshness(client: TestClient, auth: AuthFactory) -> None:

@@ -19,10 +19,9 @@ from cryptography.exceptions import InvalidTag
 from sqlalchemy import select
 
 from spine.adapters.sql.tables import tenant_keys
-from spine.adapters.sqlite.database import SqliteDatabase
 from spine.domain.privacy import TOKEN
 from spine.ports import Database, UnitOfWork
-from spine.service.bootstrap import bootstrap
+from spine.service.bootstrap import bootstrap, open_database
 from spine.service.container import utc_now
 from spine.service.keyring import (
     MASTER_KEY_FILE,
@@ -32,6 +31,7 @@ from spine.service.keyring import (
     load_master_key,
 )
 from spine.settings import Settings
+from support.rows import unscoped
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -42,7 +42,7 @@ def key_text(raw: bytes) -> str:
 
 def stored_rows(db: Database) -> list[Any]:
     with db.read() as uow:
-        conn = uow.documents._conn  # the test reads the table behind the repository
+        conn = unscoped(uow)
         return list(conn.execute(select(tenant_keys)).all())
 
 
@@ -124,7 +124,7 @@ def test_wrapped_keys_are_bound_to_their_tenant(db: Database) -> None:
     master = MasterKey.of(os.urandom(32))
     Keyring(master, db, utc_now).for_tenant("acme")
     with db.write() as uow:
-        conn = uow.documents._conn
+        conn = unscoped(uow)
         row = conn.execute(select(tenant_keys)).one()
         conn.execute(tenant_keys.insert().values(**{**row._asdict(), "tenant_id": "rival"}))
     with pytest.raises(MasterKeyMismatch, match="do not decrypt"):
@@ -154,6 +154,9 @@ class InterleavingDatabase:
     def compact(self) -> None:
         self._inner.compact()
 
+    def on_jobs_queued(self, callback: Callable[[], None]) -> None:
+        self._inner.on_jobs_queued(callback)
+
     def close(self) -> None:
         self._inner.close()
 
@@ -161,7 +164,7 @@ class InterleavingDatabase:
 def test_the_loser_of_a_creation_race_uses_the_winners_keys(db: Database, tmp_path: Path) -> None:
     master = MasterKey.of(os.urandom(32))
     # Another process: its own engine on the same file.
-    other_db = SqliteDatabase(f"sqlite:///{tmp_path / 'spine.db'}")
+    other_db = open_database(db.url)
     try:
         winner = Keyring(master, other_db, utc_now)
         loser = Keyring(
@@ -180,7 +183,7 @@ def test_threads_racing_on_separate_connections_end_with_one_set(
     db: Database, tmp_path: Path
 ) -> None:
     master = MasterKey.of(os.urandom(32))
-    databases = [SqliteDatabase(f"sqlite:///{tmp_path / 'spine.db'}") for _ in range(4)]
+    databases = [open_database(db.url) for _ in range(4)]
     tenants = [f"tenant-{i}" for i in range(10)]
     barrier = threading.Barrier(len(databases))
     results: list[dict[str, str]] = [{} for _ in databases]
@@ -221,7 +224,7 @@ print(json.dumps({t: keyring.for_tenant(t).token_for("EMAIL", "a@b.example")
 
 
 def test_two_processes_creating_keys_at_once_agree(db: Database, tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'spine.db'}"
+    url = db.url
     master = key_text(os.urandom(32))
     go = tmp_path / "go"
     tenants = [f"tenant-{i}" for i in range(20)]
@@ -248,7 +251,7 @@ def test_unwrapped_keys_are_cached_within_bounds(db: Database) -> None:
     keyring = Keyring(MasterKey.of(os.urandom(32)), db, utc_now, cache_size=2)
     first = {t: keyring.for_tenant(t).token_for("EMAIL", "x@y.example") for t in "abc"}
     with db.write() as uow:
-        uow.documents._conn.execute(tenant_keys.delete())
+        unscoped(uow).execute(tenant_keys.delete())
     again = {t: keyring.for_tenant(t).token_for("EMAIL", "x@y.example") for t in "bca"}
     assert again["b"] == first["b"]
     assert again["c"] == first["c"]

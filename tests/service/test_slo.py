@@ -6,7 +6,7 @@ must put each event in the right windows, which a fixed clock makes exact."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -56,6 +56,9 @@ class FailingDatabaseFault:
 
     def compact(self) -> None:
         self.real.compact()
+
+    def on_jobs_queued(self, callback: Callable[[], None]) -> None:
+        self.real.on_jobs_queued(callback)
 
     def close(self) -> None:
         self.real.close()

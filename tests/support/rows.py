@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Connection
 
 from spine.domain.documents import Document, new_id
 from spine.domain.jobs import Job, JobState
@@ -58,3 +61,14 @@ def job_row(
         next_run_at=None,
         created_by=created_by,
     )
+
+
+def unscoped(uow: Any) -> Connection:
+    """The unit of work's connection, for a test that reads or changes the tables behind
+    the repositories: on PostgreSQL lifted above row-level security first, which would
+    otherwise show it no row at all (no tenant is set outside a repository call)."""
+    scope = getattr(uow, "scope", None)
+    if scope is not None:
+        scope.all_tenants()
+    conn: Connection = uow.documents._conn
+    return conn

@@ -3,18 +3,29 @@
 from __future__ import annotations
 
 from alembic import context
-from sqlalchemy import Connection
+from sqlalchemy import Connection, text
 
 from spine.adapters.sql.tables import metadata
 
+#: The advisory lock key that serialises migrations on PostgreSQL ("spine" in ASCII).
+MIGRATION_LOCK = 0x7370696E65
+
 
 def _run(connection: Connection) -> None:
+    if connection.dialect.name == "postgresql":
+        # Data migrations move every tenant's rows: above row-level security's tenant
+        # wall (see spine.adapters.postgres.scope), for this connection's session.
+        connection.execute(text("SELECT set_config('app.all_tenants', 'on', false)"))
     context.configure(
         connection=connection,
         target_metadata=metadata,
         render_as_batch=connection.dialect.name == "sqlite",
     )
     with context.begin_transaction():
+        if connection.dialect.name == "postgresql":
+            # Processes starting together (a deploy of many) would each upgrade: one at
+            # a time, and each reads the version only once the one before committed.
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
         context.run_migrations()
 
 

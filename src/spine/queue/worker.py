@@ -21,6 +21,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from spine.domain.jobs import Job, JobState
 from spine.errors import LeaseLost
 from spine.observability.tracing import context_from, tracer
+from spine.queue.doorbell import Doorbell
 from spine.service import processing
 from spine.service.container import Services
 
@@ -45,6 +46,7 @@ class Worker:
     services: Services
     worker_id: str
     stop: threading.Event
+    doorbell: Doorbell = field(default_factory=Doorbell)
     current: Job | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -55,6 +57,7 @@ class Worker:
         while not self.stop.is_set():
             try:
                 claim_started = time.time_ns()
+                seen = self.doorbell.rings
                 job = claim_next(self.services, self.worker_id)
                 failures = 0
             except Exception:
@@ -65,7 +68,8 @@ class Worker:
                 self.stop.wait(min(MAX_BACKOFF_SECONDS, poll * 2**failures))
                 continue
             if job is None:
-                self.stop.wait(poll)
+                # Until the poll interval ends, or sooner when a job is queued.
+                self.doorbell.wait(seen, poll)
                 continue
             if self.stop.is_set():
                 # Stopped between the claim and now: give the job straight back.
@@ -160,14 +164,18 @@ class WorkerPool:
     def __init__(self, services: Services, count: int) -> None:
         self.services = services
         self._stop = threading.Event()
+        self._doorbell = Doorbell()
         prefix = f"{socket.gethostname()}-{os.getpid()}"
         self.workers = [
-            Worker(services, f"{prefix}-w{index}", self._stop) for index in range(count)
+            Worker(services, f"{prefix}-w{index}", self._stop, self._doorbell)
+            for index in range(count)
         ]
         self._threads: list[threading.Thread] = []
 
     def start(self) -> None:
         self.services.metrics.workers.inc(len(self.workers))
+        if self.workers:
+            self.services.db.on_jobs_queued(self._doorbell.ring)
         for worker in self.workers:
             thread = threading.Thread(target=worker.run, name=worker.worker_id, daemon=True)
             thread.start()
@@ -184,6 +192,7 @@ class WorkerPool:
         if not self._stop.is_set() and self._threads:
             self.services.metrics.workers.dec(len(self.workers))
         self._stop.set()
+        self._doorbell.ring()
         deadline = time.monotonic() + grace
         for thread in self._threads:
             thread.join(timeout=max(0.0, deadline - time.monotonic()))

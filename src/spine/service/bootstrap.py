@@ -7,9 +7,13 @@ from urllib.parse import urlparse
 
 from spine.adapters.auth.jwks import JwksKeySet
 from spine.adapters.blob.local import LocalBlobStore
+from spine.adapters.blob.s3 import S3BlobStore
+from spine.adapters.cache.memory import InProcessCache
+from spine.adapters.cache.redis import RedisCache
 from spine.adapters.embedders.breaker import CircuitBreaker
 from spine.adapters.embedders.http import HttpEmbedder
 from spine.adapters.embedders.timed import TimedEmbedder
+from spine.adapters.postgres.database import PostgresDatabase
 from spine.adapters.ratelimit.memory import InProcessRateLimiter
 from spine.adapters.ratelimit.redis import RedisRateLimiter
 from spine.adapters.sql import migrate
@@ -17,28 +21,53 @@ from spine.adapters.sqlite.database import SqliteDatabase
 from spine.domain.jobs import RetryPolicy
 from spine.observability.metrics import CallbackCollector, Metrics
 from spine.pipeline.sandbox import ExtractionSandbox
-from spine.ports import BlobStore, Database, Embedder
+from spine.ports import BlobStore, Cache, Database, Embedder
 from spine.service.container import Services, utc_now
 from spine.service.hotspots import HotspotRadar, hotspot_gauges
 from spine.service.keyring import Keyring, load_master_key
+from spine.service.search_cache import SearchCache
 from spine.service.slo import SloRecorder
 from spine.service.telemetry import install_collectors
 from spine.service.tokens import ALGORITHM, TokenVerifier, load_or_create_secret
 from spine.settings import Settings
 
 
-def open_database(url: str, *, busy_timeout_ms: int = 30_000) -> Database:
-    if url.startswith("sqlite"):
+def open_database(
+    url: str, *, busy_timeout_ms: int = 30_000, pool_size: int = 10, max_overflow: int = 10
+) -> Database:
+    """The database at ``url``, migrated to the current schema first.
+
+    Migrating at start-up suits one process (the embedded default). With many processes
+    on PostgreSQL, ``spine migrate up`` is a deploy step of its own; the processes that
+    start afterwards find nothing left to do (Alembic's version row says so).
+    """
+    scheme = url.split(":", 1)[0].split("+", 1)[0]
+    if scheme == "sqlite":
         migrate.upgrade(url)
         return SqliteDatabase(url, busy_timeout_ms=busy_timeout_ms)
-    raise ValueError(f"unsupported database URL scheme: {url.split(':', 1)[0]}")
+    if scheme == "postgresql":
+        migrate.upgrade(url)
+        return PostgresDatabase(
+            url, pool_size=pool_size, max_overflow=max_overflow, lock_timeout_ms=busy_timeout_ms
+        )
+    raise ValueError(f"unsupported database URL scheme: {scheme}")
 
 
 def open_blob_store(url: str) -> BlobStore:
     parsed = urlparse(url)
     if parsed.scheme == "file":
         return LocalBlobStore(Path(parsed.path))
+    if parsed.scheme == "s3":
+        return S3BlobStore.from_url(url)
     raise ValueError(f"unsupported blob store URL scheme: {parsed.scheme}")
+
+
+def open_cache(settings: Settings) -> Cache:
+    """Redis when several API processes share one (``SPINE_REDIS_URL``): each would
+    otherwise compute and keep every answer once more. One process keeps them in memory."""
+    if settings.redis_url:
+        return RedisCache.from_url(settings.redis_url, prefix=f"{settings.redis_namespace}:cache:")
+    return InProcessCache(settings.search_cache_max_entries)
 
 
 def open_breaker(settings: Settings) -> CircuitBreaker | None:
@@ -91,12 +120,38 @@ def open_verifier(settings: Settings, metrics: Metrics | None = None) -> TokenVe
     return TokenVerifier(settings, hs256_secret=secret, keys=keys)
 
 
+def require_shared_secrets(settings: Settings) -> None:
+    """On a shared database every process must hold the same master key and token secret.
+
+    Left unset, each process would generate its own into its own data dir: tenant keys
+    wrapped by one process would not unwrap in the next, and a token signed by one API
+    process would be refused by the other. The embedded default (one SQLite file, one
+    data dir) generates them once, as before.
+    """
+    if settings.resolved_database_url().startswith("sqlite"):
+        return
+    missing = []
+    if not settings.master_key:
+        missing.append("SPINE_MASTER_KEY")
+    if ALGORITHM in settings.jwt_algorithms and not settings.jwt_secret:
+        missing.append("SPINE_JWT_SECRET (or drop HS256 from SPINE_JWT_ALGORITHMS)")
+    if missing:
+        raise ValueError(
+            f"{' and '.join(missing)} must be set when processes share a database: "
+            "each would otherwise generate its own"
+        )
+
+
 def bootstrap(settings: Settings, *, embedder: Embedder | None = None) -> Services:
+    require_shared_secrets(settings)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     # Read first: a malformed SPINE_MASTER_KEY stops the start with a clear message.
     master_key = load_master_key(settings.master_key, settings.data_dir)
     db = open_database(
-        settings.resolved_database_url(), busy_timeout_ms=settings.db_busy_timeout_ms
+        settings.resolved_database_url(),
+        busy_timeout_ms=settings.db_busy_timeout_ms,
+        pool_size=settings.db_pool_size,
+        max_overflow=settings.db_max_overflow,
     )
     metrics = Metrics()
     if embedder is None:
@@ -123,7 +178,9 @@ def bootstrap(settings: Settings, *, embedder: Embedder | None = None) -> Servic
         retry=RetryPolicy(settings.retry_base_seconds, settings.retry_max_seconds),
         # Several API processes share their buckets in Redis, or each would grant the
         # full rate; one process keeps them in memory.
-        rate_limiter=RedisRateLimiter.from_url(settings.redis_url)
+        rate_limiter=RedisRateLimiter.from_url(
+            settings.redis_url, prefix=f"{settings.redis_namespace}:ratelimit:"
+        )
         if settings.redis_url
         else InProcessRateLimiter(),
         keyring=Keyring(master_key, db, utc_now, on_lookup=metrics.cache("tenant_keys")),
@@ -135,6 +192,7 @@ def bootstrap(settings: Settings, *, embedder: Embedder | None = None) -> Servic
             utc_now,
         ),
         slo=SloRecorder(settings, metrics),
+        search_cache=SearchCache.from_settings(open_cache(settings), settings, metrics),
         breaker=breaker,
     )
     install_collectors(services)

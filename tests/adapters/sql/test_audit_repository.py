@@ -3,15 +3,16 @@ are per tenant and newest first, chains stream oldest first."""
 
 from __future__ import annotations
 
-from contextlib import closing
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-import sqlean
+from sqlalchemy import delete
 
+from spine.adapters.sql.tables import audit_log
 from spine.errors import Conflict
 from spine.ports import AuditEntry, AuditHead, Database
+from support.rows import unscoped
 
 T0 = datetime(2026, 1, 2, 3, 4, 5, 123456, tzinfo=UTC)
 
@@ -94,7 +95,7 @@ def test_an_entry_of_another_tenant_is_refused(db: Database) -> None:
 def test_tenants_include_a_head_whose_entries_are_gone(db: Database, tmp_path: Path) -> None:
     append(db, "acme")
     # Only a tamperer does this, outside Spine; verification must still see the tenant.
-    with closing(sqlean.connect(tmp_path / "spine.db")) as conn, conn:
-        conn.execute("DELETE FROM audit_log")
+    with db.write() as uow:
+        unscoped(uow).execute(delete(audit_log))
     with db.read() as uow:
         assert uow.housekeeping.audited_tenants() == {"acme"}

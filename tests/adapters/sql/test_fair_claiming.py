@@ -25,7 +25,7 @@ from spine.queue.worker import claim_next
 from spine.service import documents, processing
 from spine.service.bootstrap import open_database
 from spine.service.container import Services
-from support.rows import job_row
+from support.rows import job_row, unscoped
 
 T0 = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
 LEASE = 30.0
@@ -58,7 +58,7 @@ def claim_tenants(db: SqliteDatabase, count: int, now: datetime = T0) -> list[st
 
 def rotation(db: SqliteDatabase) -> dict[str, datetime | None]:
     with db.read() as uow:
-        rows = uow.jobs._conn.execute(select(queue_tenants))
+        rows = unscoped(uow).execute(select(queue_tenants))
         return {row.tenant_id: row.last_claimed_at for row in rows}
 
 
@@ -242,7 +242,7 @@ def test_requeue_puts_the_tenant_back_in_the_rotation(db: SqliteDatabase) -> Non
             error=JobError("extraction-failed", "not a PDF"),
             now=T0,
         )
-        uow.jobs._conn.execute(delete(queue_tenants))
+        unscoped(uow).execute(delete(queue_tenants))
         uow.jobs.requeue("a", job.id, now=T0, detail="retried", queued_by="alice")
 
     assert rotation(db) == {"a": None}
@@ -254,7 +254,7 @@ def test_work_of_a_tenant_missing_from_the_rotation_is_still_claimed_and_joins_i
     """As for a job an older release queued during a rolling upgrade."""
     [orphan] = enqueue(db, "old", 1)
     with db.write() as uow:
-        uow.jobs._conn.execute(delete(queue_tenants))
+        unscoped(uow).execute(delete(queue_tenants))
 
     job = claim(db)
 

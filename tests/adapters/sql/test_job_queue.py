@@ -4,6 +4,8 @@ tenant scoping, one example at a time. The clock is explicit: every call gets it
 from __future__ import annotations
 
 import random
+import threading
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -394,6 +396,46 @@ def test_reaper_turns_an_expired_running_job_into_retrying_with_lease_expired_er
     assert reaped.finished_at is None
     assert transitions(reaped)[-1] == (JobState.RUNNING, JobState.RETRYING)
     assert reaped.events[-1].detail.startswith("lease-expired")
+
+
+def test_two_reapers_at_once_reap_an_expired_job_once_and_neither_fails(
+    db: SqliteDatabase,
+) -> None:
+    """Every claim reaps first, so concurrent claimers meet at an expired job. The second
+    must pass it by (PostgreSQL: SKIP LOCKED; SQLite: it waits for the first's commit and
+    then finds nothing expired), not fail its whole claim on the changed row."""
+    job = enqueue(db, make_job(max_attempts=3))
+    claimed(db, "w1", T0)
+    now = T0 + seconds(LEASE + 1)
+    first_reaped = threading.Event()
+    reaped: list[int] = []
+    errors: list[BaseException] = []
+
+    def first() -> None:
+        with db.write() as uow:
+            reaped.append(uow.dispatch.reap_expired(now=now, policy=POLICY))
+            first_reaped.set()
+            # Hold the transaction open while the second reaper runs (SQLite's second
+            # writer waits for it instead: let it go after a moment).
+            time.sleep(0.5)
+
+    def second() -> None:
+        first_reaped.wait(5)
+        try:
+            with db.write() as uow:
+                reaped.append(uow.dispatch.reap_expired(now=now, policy=POLICY))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+
+    assert errors == []
+    assert sorted(reaped) == [0, 1]
+    assert get(db, job).state is JobState.RETRYING
 
 
 def test_reaper_dead_letters_an_expired_job_that_has_no_attempts_left(

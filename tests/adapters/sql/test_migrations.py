@@ -26,8 +26,9 @@ SPINE_TABLES = {
     "idempotency_keys",
     "slo_minutes",
     "queue_tenants",
+    "index_generations",
 }
-HEAD = "0004"
+HEAD = "0005"
 # SQLite's own bookkeeping tables, and Alembic's, survive a downgrade to base.
 BOOKKEEPING = {"alembic_version", "sqlite_sequence"}
 
@@ -131,6 +132,21 @@ def test_current_revision_is_head_after_upgrade_and_none_after_downgrade(url: st
 
     migrate.downgrade(url)
     assert migrate.current(url) is None
+
+
+def test_upgrade_leaves_a_database_that_a_newer_release_migrated(url: str, connection: Any) -> None:
+    """The rollback of the code after a deploy: the newer schema is kept (expand/contract
+    keeps it good for this code) instead of Alembic stopping the start-up because it has
+    no script for the newer revision."""
+    migrate.upgrade(url)
+    connection.execute("UPDATE alembic_version SET version_num = '0099'")
+    connection.commit()
+    schema = _tables(connection), _indexes(connection)
+
+    migrate.upgrade(url)
+
+    assert migrate.current(url) == "0099"
+    assert (_tables(connection), _indexes(connection)) == schema
 
 
 def test_current_revision_of_a_fresh_file_is_none(url: str) -> None:

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from spine.domain.documents import Chunk
 from spine.domain.privacy import CustomPattern, PiiAction, PiiPolicy
 from spine.ports import Database, StoredResponse, VaultEntry, WrappedTenantKeys
-from support.rows import document_row
+from support.rows import document_row, unscoped
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 HOUR = timedelta(hours=1)
@@ -150,7 +150,7 @@ def test_stored_responses_that_quote_a_document_are_dropped(db: Database) -> Non
         assert uow.privacy.forget_responses_mentioning("acme", "doc_1") == 1
         assert uow.privacy.forget_responses_mentioning("acme", "") == 0
     with db.read() as uow:
-        conn = uow.documents._conn  # the test reads the table behind the repository
+        conn = unscoped(uow)
         rows = conn.exec_driver_sql(
             "SELECT tenant_id, key FROM idempotency_keys ORDER BY tenant_id, key"
         ).all()

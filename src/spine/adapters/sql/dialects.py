@@ -1,11 +1,14 @@
-"""What SQLAlchemy Core leaves to each dialect: INSERT ... ON CONFLICT."""
+"""What SQLAlchemy Core leaves to each dialect: INSERT ... ON CONFLICT, substring search."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Connection, Table
+from sqlalchemy import Connection, Integer, Table
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.functions import GenericFunction
 
 _INSERTS: dict[str, Any] = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
 
@@ -19,3 +22,22 @@ def conflict_insert(conn: Connection, table: Table) -> Any:
         return _INSERTS[conn.dialect.name](table)
     except KeyError:
         raise NotImplementedError(f"no INSERT ... ON CONFLICT for {conn.dialect.name}") from None
+
+
+class position_in(GenericFunction[int]):
+    """``position_in(haystack, needle)``: the 1-based position of ``needle`` in ``haystack``,
+    0 when absent. A plain substring test, unlike LIKE, for which ``%`` and ``_`` in a
+    value are wildcards. SQLite spells it ``instr``, PostgreSQL ``strpos``."""
+
+    type = Integer()
+    inherit_cache = True
+
+
+@compiles(position_in, "sqlite")
+def _instr(element: position_in, compiler: SQLCompiler, **kw: Any) -> str:
+    return f"instr({compiler.process(element.clauses, **kw)})"
+
+
+@compiles(position_in, "postgresql")
+def _strpos(element: position_in, compiler: SQLCompiler, **kw: Any) -> str:
+    return f"strpos({compiler.process(element.clauses, **kw)})"

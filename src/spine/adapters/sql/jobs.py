@@ -21,7 +21,7 @@ import secrets
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Row, delete, func, select, update
+from sqlalchemy import Connection, Row, delete, func, select, text, update
 
 from spine.adapters.sql.dialects import conflict_insert
 from spine.adapters.sql.tables import job_events, jobs, queue_tenants
@@ -111,6 +111,7 @@ class SqlJobRepository:
         )
         _record(self._conn, tenant_id, job.id, None, JobState.PENDING, job.created_at, "enqueued")
         _join_rotation(self._conn, tenant_id)
+        _wake_workers(self._conn)
 
     def get(self, tenant_id: str, job_id: str, *, created_by: str | None = None) -> Job:
         query = select(jobs).where((jobs.c.tenant_id == tenant_id) & (jobs.c.id == job_id))
@@ -423,11 +424,16 @@ class SqlJobDispatcher:
         return QueueSnapshot(counts, oldest)
 
     def reap_expired(self, *, now: datetime, policy: RetryPolicy) -> int:
-        """Turn RUNNING jobs whose lease ran out (a dead worker) into RETRYING or FAILED."""
+        """Turn RUNNING jobs whose lease ran out (a dead worker) into RETRYING or FAILED.
+
+        Every claimer reaps first, so on PostgreSQL several may find the same expired job
+        at once: SKIP LOCKED leaves each to the first, where the others' compare-and-set
+        would find it changed and fail their whole claim.
+        """
         rows = self._conn.execute(
-            select(jobs).where(
-                (jobs.c.state == JobState.RUNNING.value) & (jobs.c.lease_expires_at < now)
-            )
+            select(jobs)
+            .where((jobs.c.state == JobState.RUNNING.value) & (jobs.c.lease_expires_at < now))
+            .with_for_update(skip_locked=True)
         ).all()
         for row in rows:
             job = _job_from_row(row)
@@ -528,6 +534,20 @@ def _transition(
     if result.rowcount != 1:
         raise LeaseLost(f"job {job.id} changed under us ({job.state} -> {target} refused)")
     _record(conn, job.tenant_id, job.id, job.state, target, now, detail)
+    if target in RUNNABLE and (values.get("next_run_at") or now) <= now:
+        _wake_workers(conn)
+
+
+#: The channel idle workers LISTEN on (spine.adapters.postgres.notify).
+JOBS_CHANNEL = "spine_jobs"
+
+
+def _wake_workers(conn: Connection) -> None:
+    """On PostgreSQL, NOTIFY the listening workers that a job is runnable now. The
+    notification goes out at commit, so no worker wakes to a job it cannot see yet;
+    several in one transaction arrive as one."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(text(f"NOTIFY {JOBS_CHANNEL}"))
 
 
 def _record(

@@ -8,8 +8,8 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, delete, func, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 
+from spine.adapters.sql.dialects import conflict_insert, position_in
 from spine.adapters.sql.tables import chunks, documents, idempotency_keys, pii_policies, pii_vault
 from spine.adapters.sql.tables import tenant_keys as tenant_keys_table
 from spine.domain.privacy import CustomPattern, PiiAction, PiiPolicy
@@ -61,13 +61,7 @@ class SqlPrivacyRepository:
         }
         # Insert-or-ignore rather than read-then-insert: another process may have made the
         # tenant's keys since this one looked, and its keys may already protect data.
-        dialect = self._conn.dialect.name
-        if dialect == "sqlite":
-            statement: Any = sqlite.insert(tenant_keys_table).on_conflict_do_nothing()
-        elif dialect == "postgresql":
-            statement = postgresql.insert(tenant_keys_table).on_conflict_do_nothing()
-        else:  # pragma: no cover -- no other dialect is wired
-            raise NotImplementedError(dialect)
+        statement = conflict_insert(self._conn, tenant_keys_table).on_conflict_do_nothing()
         self._conn.execute(statement.values(**values))
 
     # -- policies ---------------------------------------------------------------------
@@ -154,16 +148,16 @@ class SqlPrivacyRepository:
         needles = [literal.lower() for literal in dict.fromkeys(literals) if literal]
         if not needles:
             return []
-        # instr, not LIKE: a value may hold % or _, which LIKE would take as wildcards.
+        # A substring test, not LIKE: a value may hold % or _, LIKE's wildcards.
         in_chunks = select(chunks.c.document_id).where(
             (chunks.c.tenant_id == tenant_id)
-            & or_(*(func.instr(func.lower(chunks.c.text), n) > 0 for n in needles))
+            & or_(*(position_in(func.lower(chunks.c.text), n) > 0 for n in needles))
         )
         in_titles = select(documents.c.id).where(
             (documents.c.tenant_id == tenant_id)
             & or_(
-                *(func.instr(func.lower(documents.c.title), n) > 0 for n in needles),
-                *(func.instr(func.lower(documents.c.filename), n) > 0 for n in needles),
+                *(position_in(func.lower(documents.c.title), n) > 0 for n in needles),
+                *(position_in(func.lower(documents.c.filename), n) > 0 for n in needles),
             )
         )
         rows = self._conn.execute(in_chunks.union(in_titles))
@@ -178,7 +172,7 @@ class SqlPrivacyRepository:
             delete(idempotency_keys).where(
                 (idempotency_keys.c.tenant_id == tenant_id)
                 & idempotency_keys.c.response_body.is_not(None)
-                & (func.instr(idempotency_keys.c.response_body, needle) > 0)
+                & (position_in(idempotency_keys.c.response_body, needle) > 0)
             )
         )
         return int(result.rowcount)

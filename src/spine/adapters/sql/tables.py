@@ -233,3 +233,14 @@ queue_tenants = Table(
     Column("tenant_id", String(128), primary_key=True),
     Column("last_claimed_at", UtcDateTime),
 )
+
+# -- Scale-out (migration 0005) --------------------------------------------------------
+
+# Bumped in the transaction of every change to a tenant's search index: the search cache
+# keys its entries by it, so a committed upload or delete is never answered from before.
+index_generations = Table(
+    "index_generations",
+    metadata,
+    Column("tenant_id", String(128), primary_key=True),
+    Column("generation", BigInteger, nullable=False),
+)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -113,6 +113,9 @@ class SqliteDatabase:
                 raw.close()
         if row is not None and row[0]:
             log.info("db.checkpoint_partial")
+
+    def on_jobs_queued(self, callback: Callable[[], None]) -> None:
+        """SQLite cannot tell other processes' commits: idle workers poll instead."""
 
     def close(self) -> None:
         self._writer.dispose()

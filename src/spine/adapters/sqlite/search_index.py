@@ -18,6 +18,7 @@ from collections.abc import Sequence
 import numpy as np
 from sqlalchemy import Connection, bindparam, delete, select, text
 
+from spine.adapters.sql.generations import bump_generation, read_generation
 from spine.adapters.sql.tables import chunks, documents
 from spine.domain.documents import Chunk
 from spine.domain.privacy import TOKEN
@@ -84,78 +85,21 @@ class SqliteSearchIndex:
     def replace(
         self, tenant_id: str, document_id: str, title: str, new_chunks: Sequence[Chunk]
     ) -> None:
-        self.delete_document(tenant_id, document_id)
-        if not new_chunks:
-            return
-        fts = self._ensure_fts_table(tenant_id)
-        for chunk in new_chunks:
-            seq = self._conn.execute(
-                chunks.insert()
-                .values(
-                    id=chunk.id,
-                    tenant_id=tenant_id,
-                    document_id=document_id,
-                    ordinal=chunk.ordinal,
-                    text=chunk.text,
-                    start_char=chunk.start_char,
-                    end_char=chunk.end_char,
-                )
-                .returning(chunks.c.seq)
-            ).scalar_one()
-            self._conn.execute(
-                text(f"INSERT INTO {fts}(rowid, title, text) VALUES (:seq, :title, :text)"),  # noqa: S608 -- a hex digest, see fts_table
-                {"seq": seq, "title": title, "text": chunk.text},
-            )
-            self._conn.execute(
-                text(
-                    "INSERT INTO chunks_vec(rowid, tenant_id, embedding) "
-                    "VALUES (:seq, :tenant, :embedding)"
-                ),
-                {
-                    "seq": seq,
-                    "tenant": tenant_id,
-                    "embedding": np.asarray(chunk.embedding, dtype=np.float32).tobytes(),
-                },
-            )
+        removed = self._remove(tenant_id, document_id)
+        if new_chunks:
+            self._insert(tenant_id, document_id, title, new_chunks)
+        if removed or new_chunks:
+            bump_generation(self._conn, tenant_id)
 
     def delete_document(self, tenant_id: str, document_id: str) -> None:
-        seqs = [
-            row[0]
-            for row in self._conn.execute(
-                select(chunks.c.seq).where(
-                    (chunks.c.tenant_id == tenant_id) & (chunks.c.document_id == document_id)
-                )
-            )
-        ]
-        if not seqs:
-            return
-        # sqlite-vec 0.1.9 zeroes a deleted vector in its chunk blob; older versions only
-        # cleared its validity bit and left the bytes. Zero them first either way (one row
-        # per statement: vec0 refuses a multi-row UPDATE).
-        for seq in seqs:
-            self._conn.execute(
-                text(
-                    "UPDATE chunks_vec SET embedding = zeroblob(length(embedding)) "
-                    "WHERE rowid = :seq"
-                ),
-                {"seq": seq},
-            )
-        tables = ["chunks_vec"]
-        fts = fts_table(tenant_id)
-        if self._has_table(fts):
-            tables.append(fts)
-        for table in tables:
-            self._conn.execute(
-                text(f"DELETE FROM {table} WHERE rowid IN :seqs").bindparams(  # noqa: S608 -- a fixed name or a hex digest
-                    bindparam("seqs", expanding=True)
-                ),
-                {"seqs": seqs},
-            )
-        self._conn.execute(
-            delete(chunks).where(
-                (chunks.c.tenant_id == tenant_id) & (chunks.c.document_id == document_id)
-            )
-        )
+        # Only a change bumps: a delete that finds nothing (no chunks yet, or another
+        # tenant's document) writes nothing, and another tenant's id cannot touch a
+        # tenant's generation.
+        if self._remove(tenant_id, document_id):
+            bump_generation(self._conn, tenant_id)
+
+    def generation(self, tenant_id: str) -> int:
+        return read_generation(self._conn, tenant_id)
 
     def chunks(self, tenant_id: str, document_id: str) -> list[Chunk]:
         rows = self._conn.execute(
@@ -226,6 +170,81 @@ class SqliteSearchIndex:
                     snippet += "…"
             infos[row.seq] = HitInfo(row.document_id, row.id, row.title, render_snippet(snippet))
         return infos
+
+    def _insert(
+        self, tenant_id: str, document_id: str, title: str, new_chunks: Sequence[Chunk]
+    ) -> None:
+        fts = self._ensure_fts_table(tenant_id)
+        for chunk in new_chunks:
+            seq = self._conn.execute(
+                chunks.insert()
+                .values(
+                    id=chunk.id,
+                    tenant_id=tenant_id,
+                    document_id=document_id,
+                    ordinal=chunk.ordinal,
+                    text=chunk.text,
+                    start_char=chunk.start_char,
+                    end_char=chunk.end_char,
+                )
+                .returning(chunks.c.seq)
+            ).scalar_one()
+            self._conn.execute(
+                text(f"INSERT INTO {fts}(rowid, title, text) VALUES (:seq, :title, :text)"),  # noqa: S608 -- a hex digest, see fts_table
+                {"seq": seq, "title": title, "text": chunk.text},
+            )
+            self._conn.execute(
+                text(
+                    "INSERT INTO chunks_vec(rowid, tenant_id, embedding) "
+                    "VALUES (:seq, :tenant, :embedding)"
+                ),
+                {
+                    "seq": seq,
+                    "tenant": tenant_id,
+                    "embedding": np.asarray(chunk.embedding, dtype=np.float32).tobytes(),
+                },
+            )
+
+    def _remove(self, tenant_id: str, document_id: str) -> bool:
+        """Drop the document's entries; False when it had none."""
+        seqs = [
+            row[0]
+            for row in self._conn.execute(
+                select(chunks.c.seq).where(
+                    (chunks.c.tenant_id == tenant_id) & (chunks.c.document_id == document_id)
+                )
+            )
+        ]
+        if not seqs:
+            return False
+        # sqlite-vec 0.1.9 zeroes a deleted vector in its chunk blob; older versions only
+        # cleared its validity bit and left the bytes. Zero them first either way (one row
+        # per statement: vec0 refuses a multi-row UPDATE).
+        for seq in seqs:
+            self._conn.execute(
+                text(
+                    "UPDATE chunks_vec SET embedding = zeroblob(length(embedding)) "
+                    "WHERE rowid = :seq"
+                ),
+                {"seq": seq},
+            )
+        tables = ["chunks_vec"]
+        fts = fts_table(tenant_id)
+        if self._has_table(fts):
+            tables.append(fts)
+        for table in tables:
+            self._conn.execute(
+                text(f"DELETE FROM {table} WHERE rowid IN :seqs").bindparams(  # noqa: S608 -- a fixed name or a hex digest
+                    bindparam("seqs", expanding=True)
+                ),
+                {"seqs": seqs},
+            )
+        self._conn.execute(
+            delete(chunks).where(
+                (chunks.c.tenant_id == tenant_id) & (chunks.c.document_id == document_id)
+            )
+        )
+        return True
 
     def _snippets(self, tenant_id: str, seqs: Sequence[int], query: str) -> dict[int, str]:
         match = fts_query(query)

@@ -40,10 +40,9 @@ def upgrade() -> None:
         sa.Column("last_claimed_at", UtcDateTime),
     )
     # Tenants that already have queued work join the rotation.
-    op.execute(
-        "INSERT INTO queue_tenants (tenant_id, last_claimed_at) "
-        "SELECT DISTINCT tenant_id, NULL FROM jobs"
-    )
+    # (last_claimed_at is left out rather than given as NULL: PostgreSQL types a bare
+    # NULL in a SELECT list as text, which a timestamptz column refuses.)
+    op.execute("INSERT INTO queue_tenants (tenant_id) SELECT DISTINCT tenant_id FROM jobs")
 
 
 def downgrade() -> None:

@@ -1,0 +1,1 @@
+"""The scale-out database: PostgreSQL with pgvector, through psycopg 3."""
