@@ -173,6 +173,48 @@ def _observe(settings: Settings) -> None:
     configure_tracing(settings)
 
 
+@app.command("local-cluster")
+def local_cluster(
+    directory: Annotated[
+        Path, typer.Option("--dir", help="Folder of the servers' data (kept between runs).")
+    ] = Path(".spine-cluster"),
+    redis_url: Annotated[
+        str, typer.Option(help="The Redis the topology shares (not started here).")
+    ] = "redis://127.0.0.1:6379/0",
+) -> None:
+    """Run PostgreSQL + pgvector and an S3 server on loopback, for the scale-out topology
+    on one machine (what the tests use; needs the `test` extra). Ctrl-C stops both."""
+    import redis
+
+    from spine.devservices.cluster import start_local_cluster
+
+    try:
+        cluster = start_local_cluster(directory.resolve(), redis_url=redis_url)
+    except (RuntimeError, OSError) as exc:
+        fail(f"cannot start the local cluster: {str(exc).splitlines()[0]}")
+    env_file = directory / "env"
+    cluster.write_env(env_file)
+    try:
+        redis.Redis.from_url(redis_url, socket_connect_timeout=2).ping()
+    except redis.RedisError:
+        err_console.print(f"[yellow]warning:[/yellow] no Redis answers at {redis_url}")
+    console.print(f"PostgreSQL + pgvector and S3 are running; their settings are in {env_file}:")
+    console.print(f"  source {env_file}", soft_wrap=True)
+    console.print("  spine migrate up")
+    console.print("  spine serve --workers 0 --port 8000 &   spine serve --workers 0 --port 8001 &")
+    console.print("  spine worker --concurrency 2 &   spine worker --concurrency 2 &")
+    console.print("Ctrl-C stops the servers (their data stays).")
+    signals: list[int] = []
+    signal.signal(signal.SIGTERM, lambda signum, _frame: signals.append(signum))
+    try:
+        while not signals:
+            time.sleep(0.2)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        cluster.stop()
+
+
 @app.command()
 def worker(
     data_dir: DataDirOption = None,
@@ -209,7 +251,8 @@ def worker(
     # Freshness is counted where jobs finish: this process writes its own SLO counts.
     flusher = SloFlusher(services)
     flusher.start()
-    console.print(f"Spine worker: {concurrency} thread(s) on {settings.resolved_database_url()}")
+    database = _without_password(settings.resolved_database_url())
+    console.print(f"Spine worker: {concurrency} thread(s) on {database}")
     while not signals:
         time.sleep(0.2)
     console.print("Stopping: finishing or releasing running jobs...")
@@ -285,6 +328,8 @@ def doctor(data_dir: DataDirOption = None) -> None:
             f"{check.duration_ms:.1f}",
         )
     console.print(checks)
+    for warning in getattr(services.db, "warnings", ()):
+        err_console.print(f"[yellow]warning:[/yellow] {escape(warning)}", soft_wrap=True)
     if not report.ready:
         failed = ", ".join(c.name for c in report.checks if c.status == "failed")
         fail(f"not ready: {failed}")
@@ -392,18 +437,24 @@ def migrate(
     data_dir: DataDirOption = None,
 ) -> None:
     """Apply (up) or roll back (down) the database migrations."""
+    from sqlalchemy.exc import OperationalError
+
     from spine.adapters.sql import migrate as migrations
 
     settings = _settings(data_dir)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     url = settings.resolved_database_url()
-    if direction == "up":
-        migrations.upgrade(url, revision or "head")
-    elif direction == "down":
-        migrations.downgrade(url, revision or "base")
-    else:
+    if direction not in ("up", "down"):
         fail("direction must be 'up' or 'down'")
-    console.print(f"database at revision {migrations.current(url) or 'base'}")
+    try:
+        if direction == "up":
+            migrations.upgrade(url, revision or "head")
+        else:
+            migrations.downgrade(url, revision or "base")
+        at = migrations.current(url)
+    except OperationalError as exc:
+        fail(f"cannot reach the database: {str(exc.orig).strip().splitlines()[0]}")
+    console.print(f"database at revision {at or 'base'}")
 
 
 @app.command()
