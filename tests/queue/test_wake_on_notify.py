@@ -64,8 +64,7 @@ def test_a_ring_wakes_every_waiting_worker() -> None:
     seen = bell.rings
     woken: list[bool] = []
     waiters = [
-        threading.Thread(target=lambda: woken.append(bell.wait(seen, timeout=5)))
-        for _ in range(3)
+        threading.Thread(target=lambda: woken.append(bell.wait(seen, timeout=5))) for _ in range(3)
     ]
     for waiter in waiters:
         waiter.start()
