@@ -11,26 +11,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
+from spine.adapters.blob.streams import StreamFailed, read_block
 from spine.errors import NotFound, PayloadTooLarge, Unavailable
 from spine.ports import BlobEntry, StoredBlob
 
-_COPY_BUFFER = 1024 * 1024
 #: What a 503 from an unwritable store asks clients to wait.
 RETRY_AFTER_SECONDS = 5
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
-
-
-class _StreamFailed(Exception):
-    def __init__(self, error: OSError) -> None:
-        self.error = error
-
-
-def _read(stream: BinaryIO) -> bytes:
-    """A block of the upload; its OSErrors are the stream's, not the store's."""
-    try:
-        return stream.read(_COPY_BUFFER)
-    except OSError as exc:
-        raise _StreamFailed(exc) from exc
 
 
 class LocalBlobStore:
@@ -71,7 +58,7 @@ class LocalBlobStore:
     def put(self, tenant_id: str, stream: BinaryIO, *, max_bytes: int | None = None) -> StoredBlob:
         try:
             return self._put(tenant_id, stream, max_bytes)
-        except _StreamFailed as failed:
+        except StreamFailed as failed:
             # The caller's stream broke (a client gone mid-upload): its error, as it was.
             raise failed.error from None
         except OSError as exc:
@@ -90,7 +77,7 @@ class LocalBlobStore:
         fd, tmp_name = tempfile.mkstemp(dir=staging)
         try:
             with os.fdopen(fd, "wb") as out:
-                while block := _read(stream):
+                while block := read_block(stream):
                     digest.update(block)
                     size += len(block)
                     if max_bytes is not None and size > max_bytes:

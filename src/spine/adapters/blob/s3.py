@@ -30,13 +30,13 @@ from botocore.exceptions import (
     ParamValidationError,
 )
 
+from spine.adapters.blob.streams import StreamFailed, read_block
 from spine.errors import NotFound, PayloadTooLarge, Unavailable
 from spine.ports import BlobEntry, StoredBlob
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
-_COPY_BUFFER = 1024 * 1024
 #: Uploads up to this size are spooled in memory, larger ones in an anonymous temp file.
 _MEMORY_SPOOL = 1024 * 1024
 #: The largest object one PUT may create; above it S3 needs a multipart upload.
@@ -62,19 +62,6 @@ _NO_KEY = {"404", "NoSuchKey", "NotFound"}
 #: What a store call raises: the store's answers, and botocore's own failures (no
 #: connection, timeouts, no credentials). Parameter errors among the latter are bugs.
 _STORE_ERRORS = (ClientError, BotoCoreError)
-
-
-class _StreamFailed(Exception):
-    def __init__(self, error: OSError) -> None:
-        self.error = error
-
-
-def _read(stream: BinaryIO) -> bytes:
-    """A block of the upload; its OSErrors are the stream's, not the store's."""
-    try:
-        return stream.read(_COPY_BUFFER)
-    except OSError as exc:
-        raise _StreamFailed(exc) from exc
 
 
 def make_client(
@@ -171,13 +158,13 @@ class S3BlobStore:
         spool_dir = str(self.spool_dir) if self.spool_dir else None
         with tempfile.SpooledTemporaryFile(max_size=_MEMORY_SPOOL, dir=spool_dir) as spool:
             try:
-                while block := _read(stream):
+                while block := read_block(stream):
                     digest.update(block)
                     size += len(block)
                     if size > limit:
                         raise PayloadTooLarge(f"the file exceeds the limit of {limit} bytes")
                     spool.write(block)
-            except _StreamFailed as failed:
+            except StreamFailed as failed:
                 # The caller's stream broke (a client gone mid-upload): its error, as it was.
                 raise failed.error from None
             except OSError as exc:

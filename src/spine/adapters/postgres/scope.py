@@ -16,6 +16,7 @@ fails closed.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
 from sqlalchemy import Connection, text
@@ -48,10 +49,14 @@ class TenantScope:
             self._current = _ALL
 
 
-class _TenantScoped:
-    def __init__(self, repository: object, scope: TenantScope) -> None:
+class _Scoped:
+    """Calls ``enter(args, kwargs)`` before each call of the wrapped repository's methods."""
+
+    def __init__(
+        self, repository: object, enter: Callable[[tuple[Any, ...], dict[str, Any]], None]
+    ) -> None:
         self._repository = repository
-        self._scope = scope
+        self._enter = enter
 
     def __getattr__(self, name: str) -> Any:
         method = getattr(self._repository, name)
@@ -59,25 +64,7 @@ class _TenantScoped:
             return method
 
         def call(*args: Any, **kwargs: Any) -> Any:
-            tenant_id = args[0] if args else kwargs["tenant_id"]
-            self._scope.tenant(tenant_id)
-            return method(*args, **kwargs)
-
-        return call
-
-
-class _AllTenants:
-    def __init__(self, repository: object, scope: TenantScope) -> None:
-        self._repository = repository
-        self._scope = scope
-
-    def __getattr__(self, name: str) -> Any:
-        method = getattr(self._repository, name)
-        if not callable(method):
-            return method
-
-        def call(*args: Any, **kwargs: Any) -> Any:
-            self._scope.all_tenants()
+            self._enter(args, kwargs)
             return method(*args, **kwargs)
 
         return call
@@ -85,9 +72,13 @@ class _AllTenants:
 
 def tenant_scoped(repository: T, scope: TenantScope) -> T:
     """``repository`` whose every call first scopes the transaction to its tenant."""
-    return cast(T, _TenantScoped(repository, scope))
+
+    def enter(args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        scope.tenant(args[0] if args else kwargs["tenant_id"])
+
+    return cast(T, _Scoped(repository, enter))
 
 
 def all_tenants(repository: T, scope: TenantScope) -> T:
     """``repository`` (a tenant-blind port) whose every call lifts the tenant wall."""
-    return cast(T, _AllTenants(repository, scope))
+    return cast(T, _Scoped(repository, lambda _args, _kwargs: scope.all_tenants()))
