@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import httpx
 import typer
@@ -28,6 +28,9 @@ from rich.table import Table
 
 from spine.domain.auth import Role, Scope
 from spine.settings import Settings
+
+if TYPE_CHECKING:
+    from spine.ports import BlobStore, Database
 
 app = typer.Typer(help="Spine: self-hostable multi-tenant document search.", no_args_is_help=True)
 token_app = typer.Typer(help="Make API tokens.", no_args_is_help=True)
@@ -556,6 +559,231 @@ def audit_list(
             entry.outcome,
         )
     console.print(table)
+
+
+# -- moving between modes ---------------------------------------------------------------
+
+TenantsOption = Annotated[
+    list[str] | None,
+    typer.Option("--tenant", help="A tenant to move (repeat the option); default: every one."),
+]
+
+
+def _open_stores(settings: Settings) -> tuple[Database, BlobStore]:
+    """The configured database and blob store, or one line saying why not."""
+    from spine.service.bootstrap import open_blob_store, open_database
+
+    try:
+        db = open_database(
+            settings.resolved_database_url(), busy_timeout_ms=settings.db_busy_timeout_ms
+        )
+    except Exception as exc:
+        fail(f"cannot open the database: {_first_line(exc)}")
+    try:
+        return db, open_blob_store(settings.resolved_blob_url())
+    except Exception as exc:
+        db.close()
+        fail(f"cannot open the blob store: {_first_line(exc)}")
+
+
+def _first_line(exc: BaseException) -> str:
+    cause = getattr(exc, "orig", None) or exc
+    text = str(cause).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
+
+
+def _folder_size(folder: Path) -> int:
+    return sum(path.stat().st_size for path in folder.rglob("*") if path.is_file())
+
+
+@app.command("export")
+def export_command(
+    out: Annotated[Path, typer.Option("--out", help="Folder to write; must be new or empty.")],
+    tenant: TenantsOption = None,
+    data_dir: DataDirOption = None,
+) -> None:
+    """Write tenants (default: all) from the configured stores to a folder, with counts
+    and checksums, for `spine import` into the same or the other mode."""
+    from spine import __version__
+    from spine.adapters.sql import migrate as migrations
+    from spine.errors import SpineError
+    from spine.service.container import utc_now
+    from spine.service.transfer import export_tenants
+
+    settings = _settings(data_dir)
+    url = settings.resolved_database_url()
+    db, blobs = _open_stores(settings)
+    started = time.perf_counter()
+    try:
+        with _progress() as progress:
+            tasks: dict[str, Any] = {}
+
+            def advance(tenant_id: str) -> None:
+                if tenant_id not in tasks:
+                    tasks[tenant_id] = progress.add_task(
+                        f"Exporting {escape(tenant_id)}", total=None
+                    )
+                progress.advance(tasks[tenant_id])
+
+            manifest = export_tenants(
+                db,
+                blobs,
+                out,
+                tenant,
+                now=utc_now(),
+                spine_version=__version__,
+                schema_revision=migrations.current(url),
+                source={
+                    "database": url.split(":", 1)[0],
+                    "blob_store": settings.resolved_blob_url().split(":", 1)[0],
+                },
+                on_document=advance,
+            )
+    except SpineError as exc:
+        fail(escape(exc.message))
+    except OSError as exc:
+        fail(f"cannot write {out}: {exc.strerror or type(exc).__name__}")
+    finally:
+        db.close()
+    elapsed = time.perf_counter() - started
+    table = Table(title=f"Exported to {escape(str(out))}")
+    columns = ("tenant", "documents", "chunks", "jobs", "audit entries", "blobs", "unfinished")
+    for column in columns:
+        table.add_column(column, justify="left" if column == "tenant" else "right")
+    for entry in manifest["tenants"]:
+        kinds = entry["kinds"]
+        table.add_row(
+            escape(entry["tenant"]),
+            *(str(kinds[kind]["count"]) for kind in ("documents", "chunks", "jobs", "audit")),
+            str(kinds["blobs"]["count"]),
+            str(entry["unfinished_jobs_skipped"]),
+        )
+    console.print(table)
+    size = _folder_size(out)
+    console.print(
+        f"{len(manifest['tenants'])} tenant(s), {size / 1e6:.1f} MB in {elapsed:.1f} s; "
+        f"counts and checksums in {escape(str(out / 'manifest.json'))}",
+        soft_wrap=True,
+    )
+    for entry in manifest["tenants"]:
+        if not any(kind["count"] for kind in entry["kinds"].values()):
+            err_console.print(
+                f"[yellow]warning:[/yellow] tenant {escape(entry['tenant'])} has no data in "
+                "the source (a typo?)",
+                soft_wrap=True,
+            )
+        if entry["missing_blobs"]:
+            err_console.print(
+                f"[yellow]warning:[/yellow] tenant {escape(entry['tenant'])}: "
+                f"{len(entry['missing_blobs'])} blob(s) named by documents were not in the "
+                "store (originals deleted?) and are not in the export",
+                soft_wrap=True,
+            )
+        if entry["audit_chain"] != "intact":
+            err_console.print(
+                f"[yellow]warning:[/yellow] audit chain of {escape(entry['tenant'])} is "
+                f"{escape(entry['audit_chain'])}; exported as it is",
+                soft_wrap=True,
+            )
+    skipped = manifest["unfinished_jobs_skipped"]
+    if skipped:
+        err_console.print(
+            f"[yellow]warning:[/yellow] {skipped} unfinished job(s) (PENDING, RUNNING, "
+            "RETRYING) were not exported: let the workers drain the queue and export again, "
+            "or re-upload those documents with ?reprocess=true after the import",
+            soft_wrap=True,
+        )
+
+
+@app.command("import")
+def import_command(
+    src: Annotated[Path, typer.Argument(help="A folder written by `spine export`.")],
+    tenant: TenantsOption = None,
+    data_dir: DataDirOption = None,
+) -> None:
+    """Write an export into the configured stores, then read it back from them and check
+    every count and checksum against the manifest (exit 1 on any difference)."""
+    from spine.errors import SpineError
+    from spine.service.container import utc_now
+    from spine.service.keyring import load_master_key
+    from spine.service.transfer import import_tenants, read_manifest, selected_tenants
+
+    settings = _settings(data_dir)
+    if not settings.resolved_database_url().startswith("sqlite") and not settings.master_key:
+        fail("SPINE_MASTER_KEY must be set to import into a shared database")
+    try:
+        entries = selected_tenants(read_manifest(src), tenant)
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        master = load_master_key(settings.master_key, settings.data_dir)
+    except SpineError as exc:
+        fail(escape(exc.message))
+    except (ValueError, OSError) as exc:
+        fail(escape(str(exc)))
+    db, blobs = _open_stores(settings)
+    started = time.perf_counter()
+    try:
+        with _progress() as progress:
+            totals = {entry["tenant"]: entry["kinds"]["documents"]["count"] for entry in entries}
+            tasks: dict[tuple[str, str], Any] = {}
+
+            def step(verb: str) -> Any:
+                def advance(tenant_id: str) -> None:
+                    key = (verb, tenant_id)
+                    if key not in tasks:
+                        label = f"{verb} {escape(tenant_id)}"
+                        tasks[key] = progress.add_task(label, total=totals.get(tenant_id))
+                    progress.advance(tasks[key])
+
+                return advance
+
+            report = import_tenants(
+                db,
+                blobs,
+                src,
+                tenant,
+                master_key_id=master.key_id,
+                now=utc_now(),
+                on_document=step("Importing"),
+                on_verified=step("Verifying"),
+            )
+    except SpineError as exc:
+        fail(escape(exc.message))
+    finally:
+        db.close()
+    elapsed = time.perf_counter() - started
+    for entry in entries:
+        tenant_id = entry["tenant"]
+        table = Table(title=f"Tenant {escape(tenant_id)}: the target against the manifest")
+        for column in ("kind", "expected", "found", "checksum", "ok"):
+            table.add_column(column)
+        for check in (c for c in report.checks if c.tenant_id == tenant_id):
+            same = check.expected.sha256 == check.found.sha256
+            table.add_row(
+                check.kind,
+                str(check.expected.count),
+                str(check.found.count),
+                "same" if same else "[red]differs[/red]",
+                "[green]ok[/green]" if check.ok else "[red]MISMATCH[/red]",
+            )
+        for chain in (c for c in report.chains if c.tenant_id == tenant_id):
+            table.add_row(
+                "audit chain",
+                "intact",
+                "intact" if chain.ok else "broken",
+                "-",
+                "[green]ok[/green]" if chain.ok else "[red]BROKEN[/red]",
+            )
+        console.print(table)
+    bad = [check for check in report.checks if not check.ok]
+    broken = [chain for chain in report.chains if not chain.ok]
+    if bad or broken:
+        what = [f"{c.tenant_id}/{c.kind}" for c in bad]
+        what += [f"{c.tenant_id}/audit chain ({c.problem})" for c in broken]
+        fail(escape(f"the target does not match the export: {', '.join(what)}"))
+    console.print(
+        f"imported {len(entries)} tenant(s) in {elapsed:.1f} s: "
+        f"{len(report.checks)} counts and checksums match, audit chains intact"
+    )
 
 
 SPARK_LEVELS = "▁▂▃▄▅▆▇█"

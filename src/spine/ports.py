@@ -185,6 +185,12 @@ class JobRepository(Protocol):
         traceparent: str | None = None,
     ) -> None: ...
 
+    def restore(self, tenant_id: str, job: Job) -> None:
+        """Insert a finished job (SUCCEEDED or FAILED) as it was, with its events and
+        their original times: what ``spine import`` brings from another store. Any other
+        state is refused: an unfinished job would need a lease and a turn in the queue."""
+        ...
+
 
 @dataclass(frozen=True)
 class QueueSnapshot:
@@ -237,6 +243,11 @@ class Housekeeping(Protocol):
         """Every tenant that has an audit chain: what ``spine audit verify`` walks."""
         ...
 
+    def tenants_with_data(self) -> builtins.set[str]:
+        """Every tenant with documents, jobs, an audit chain, keys or a PII policy: what
+        ``spine export`` without ``--tenant`` moves."""
+        ...
+
 
 class SloRepository(Protocol):
     """SLO event counts per (slo, minute), summed over every process: not tenant data,
@@ -277,6 +288,11 @@ class SearchIndex(Protocol):
 
     def chunks(self, tenant_id: str, document_id: str) -> list[Chunk]:
         """The document's stored chunks in order, without their vectors."""
+        ...
+
+    def chunks_with_vectors(self, tenant_id: str, document_id: str) -> list[Chunk]:
+        """The document's stored chunks in order, each with its vector as the index holds
+        it (float32): what ``spine export`` copies, so a move needs no model run."""
         ...
 
     def keyword(self, tenant_id: str, query: str, limit: int) -> list[Candidate]: ...

@@ -211,6 +211,19 @@ def make_job(document_id: str, created_by: str | None = "alice") -> Job:
     return job_row(TENANT, document_id=document_id, created_at=T0, created_by=created_by)
 
 
+def finished_job(job: Job) -> Job:
+    """``job`` as ``spine import`` restores it: SUCCEEDED, with its history, new id."""
+    return dataclasses.replace(
+        job,
+        id=new_id("job"),
+        state=JobState.SUCCEEDED,
+        lease_token=None,
+        lease_expires_at=None,
+        finished_at=T0,
+        events=job.events,
+    )
+
+
 def claim_one(uow: SqliteUnitOfWork) -> Job:
     job = uow.dispatch.claim(worker_id="w", now=T0, lease_seconds=30)
     assert job is not None
@@ -263,6 +276,7 @@ def test_every_statement_of_the_tenant_repositories_is_scoped_to_the_tenant(url:
             documents.mark_processed(TENANT, doc_id, chunk_count=0, title="t", now=T0)
             jobs.delete_for_document(TENANT, doc_id)
             documents.delete(TENANT, doc_id)
+            jobs.restore(TENANT, finished_job(again))
 
             keys.begin(
                 TENANT,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
+import numpy as np
 from pgvector.sqlalchemy import Vector
 from sqlalchemy import (
     Column,
@@ -217,6 +218,32 @@ class PostgresSearchIndex:
         )
         return [
             Chunk(row.id, document_id, row.ordinal, row.text, row.start_char, row.end_char)
+            for row in rows
+        ]
+
+    def chunks_with_vectors(self, tenant_id: str, document_id: str) -> list[Chunk]:
+        rows = self._conn.execute(
+            select(
+                chunks.c.id,
+                chunks.c.ordinal,
+                chunks.c.text,
+                chunks.c.start_char,
+                chunks.c.end_char,
+                literal_column("chunks.embedding", Vector(EMBEDDING_DIMENSION)).label("embedding"),
+            )
+            .where((chunks.c.tenant_id == tenant_id) & (chunks.c.document_id == document_id))
+            .order_by(chunks.c.ordinal)
+        )
+        return [
+            Chunk(
+                row.id,
+                document_id,
+                row.ordinal,
+                row.text,
+                row.start_char,
+                row.end_char,
+                [] if row.embedding is None else np.asarray(row.embedding, "<f4").tolist(),
+            )
             for row in rows
         ]
 

@@ -237,6 +237,44 @@ class SqlJobRepository:
         )
         _join_rotation(self._conn, tenant_id)
 
+    def restore(self, tenant_id: str, job: Job) -> None:
+        """A finished job and its events as they were (``spine import``): no lease, no
+        turn in the queue, and no transition check, since the events record the
+        transitions it went through elsewhere."""
+        if job.tenant_id != tenant_id or not job.state.terminal:
+            raise ValueError("restore takes a SUCCEEDED or FAILED job of the same tenant")
+        self._conn.execute(
+            jobs.insert(),
+            {
+                "id": job.id,
+                "tenant_id": tenant_id,
+                "document_id": job.document_id,
+                "state": job.state.value,
+                "attempts": job.attempts,
+                "max_attempts": job.max_attempts,
+                "error_type": job.error.type if job.error else None,
+                "error_message": job.error.message if job.error else None,
+                "next_run_at": job.next_run_at,
+                "created_at": job.created_at,
+                "started_at": job.started_at,
+                "finished_at": job.finished_at,
+                "updated_at": job.finished_at or job.created_at,
+                "created_by": job.created_by,
+                "request_id": job.request_id,
+                "traceparent": job.traceparent,
+            },
+        )
+        for event in job.events:
+            _record(
+                self._conn,
+                tenant_id,
+                job.id,
+                event.from_state,
+                event.to_state,
+                event.at,
+                event.detail,
+            )
+
     # -- a worker acting under its lease -----------------------------------------------
 
     def heartbeat(

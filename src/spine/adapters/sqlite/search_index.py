@@ -114,6 +114,35 @@ class SqliteSearchIndex:
             for row in rows
         ]
 
+    def chunks_with_vectors(self, tenant_id: str, document_id: str) -> list[Chunk]:
+        rows = self._conn.execute(
+            select(
+                chunks.c.seq,
+                chunks.c.id,
+                chunks.c.ordinal,
+                chunks.c.text,
+                chunks.c.start_char,
+                chunks.c.end_char,
+            )
+            .where((chunks.c.tenant_id == tenant_id) & (chunks.c.document_id == document_id))
+            .order_by(chunks.c.ordinal)
+        ).all()
+        found = []
+        for row in rows:
+            # One point lookup per chunk: vec0 answers ``rowid = ?`` from its rowid index,
+            # where ``rowid IN (...)`` scans the whole table.
+            embedding = self._conn.execute(
+                text("SELECT embedding FROM chunks_vec WHERE rowid = :seq AND tenant_id = :tenant"),
+                {"seq": row.seq, "tenant": tenant_id},
+            ).scalar_one_or_none()
+            vector = [] if embedding is None else np.frombuffer(embedding, dtype="<f4").tolist()
+            found.append(
+                Chunk(
+                    row.id, document_id, row.ordinal, row.text, row.start_char, row.end_char, vector
+                )
+            )
+        return found
+
     def keyword(self, tenant_id: str, query: str, limit: int) -> list[Candidate]:
         match = fts_query(query)
         fts = fts_table(tenant_id)
