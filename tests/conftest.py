@@ -103,18 +103,38 @@ def s3_bucket_url(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> Itera
         yield url
 
 
-@pytest.fixture
-def redis_url() -> str:
-    """The test Redis (``SPINE_TEST_REDIS_URL``, default this machine's, database 15).
-    Tests sharing it keep apart by key namespace (``redis_namespace`` below)."""
-    url = os.environ.get("SPINE_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+TEST_REDIS_URL = os.environ.get("SPINE_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+
+@pytest.fixture(scope="session")
+def redis_client() -> Iterator[redis.Redis]:
+    """The test Redis (``SPINE_TEST_REDIS_URL``, default this machine's, database 15),
+    checked once. Tests sharing it keep apart by key prefix (``redis_prefix``, or the
+    scale-out settings' ``redis_namespace``). Where none answers its tests skip, except
+    in CI, where that fails them."""
+    client = redis.Redis.from_url(TEST_REDIS_URL, socket_connect_timeout=2)
     try:
-        redis.Redis.from_url(url, socket_connect_timeout=2).ping()
+        client.ping()
     except redis.RedisError as exc:
         if os.environ.get("CI") == "true":
-            pytest.fail(f"CI needs Redis at {url}: {exc}")
-        pytest.skip(f"no Redis at {url}")
-    return url
+            pytest.fail(f"CI needs Redis at {TEST_REDIS_URL}: {exc}")
+        pytest.skip(f"no Redis at {TEST_REDIS_URL}")
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def redis_url(redis_client: redis.Redis) -> str:
+    return TEST_REDIS_URL
+
+
+@pytest.fixture
+def redis_prefix(redis_client: redis.Redis) -> Iterator[str]:
+    """A key prefix of this test only; its keys are removed afterwards."""
+    mine = f"spine-test:{secrets.token_hex(6)}:"
+    yield mine
+    for key in redis_client.scan_iter(f"{mine}*"):
+        redis_client.delete(key)
 
 
 @pytest.fixture

@@ -9,8 +9,6 @@ database 15), skipped where none answers except in CI, where that fails the run.
 
 from __future__ import annotations
 
-import os
-import secrets
 import socket
 import threading
 import time
@@ -33,7 +31,6 @@ from spine.service.search_cache import SearchCache
 from spine.settings import Settings
 from support.rows import document_row
 
-REDIS_URL = os.environ.get("SPINE_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 TENANT = "acme"
 QUERY = "pollinators in alpine meadows"
 
@@ -70,28 +67,6 @@ def services(settings: Settings, spy: EmbedderSpy) -> Iterator[Services]:
     built = bootstrap(settings, embedder=spy)
     yield built
     built.close()
-
-
-@pytest.fixture(scope="module")
-def redis_client() -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(REDIS_URL)
-    try:
-        client.ping()
-    except redis.RedisError as exc:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI needs Redis at {REDIS_URL}: {exc}")
-        pytest.skip(f"no Redis at {REDIS_URL}")
-    yield client
-    client.close()
-
-
-@pytest.fixture
-def prefix(redis_client: redis.Redis) -> Iterator[str]:
-    """Keys of this test only, removed afterwards."""
-    mine = f"spine-test:{secrets.token_hex(6)}:"
-    yield mine
-    for key in redis_client.scan_iter(f"{mine}*"):
-        redis_client.delete(key)
 
 
 def add_document(
@@ -242,10 +217,10 @@ def test_tenants_never_share_an_answer(
     assert run(services).cached  # the rival's upload moved only the rival's generation
 
 
-def sharing(services: Services, client: redis.Redis, prefix: str) -> Services:
+def sharing(services: Services, client: redis.Redis, redis_prefix: str) -> Services:
     """``services`` as another API process sees it: its own in-process state (flights,
     query vectors), the same database and the same Redis."""
-    store = RedisCache(client, prefix=prefix)
+    store = RedisCache(client, prefix=redis_prefix)
     return replace(
         services,
         search_cache=SearchCache.from_settings(store, services.settings, services.metrics),
@@ -253,9 +228,16 @@ def sharing(services: Services, client: redis.Redis, prefix: str) -> Services:
 
 
 def test_processes_sharing_redis_share_answers(
-    services: Services, spy: EmbedderSpy, corpus: list[str], redis_client: redis.Redis, prefix: str
+    services: Services,
+    spy: EmbedderSpy,
+    corpus: list[str],
+    redis_client: redis.Redis,
+    redis_prefix: str,
 ) -> None:
-    first, second = sharing(services, redis_client, prefix), sharing(services, redis_client, prefix)
+    first, second = (
+        sharing(services, redis_client, redis_prefix),
+        sharing(services, redis_client, redis_prefix),
+    )
     computed = run(first)
     found = run(second)
 
@@ -263,13 +245,20 @@ def test_processes_sharing_redis_share_answers(
     assert found.cached
     assert found.hits == computed.hits
     assert spy.calls == 1
-    assert list(redis_client.scan_iter(f"{prefix}search:*")) != []
+    assert list(redis_client.scan_iter(f"{redis_prefix}search:*")) != []
 
 
 def test_processes_sharing_redis_compute_concurrent_misses_once(
-    services: Services, spy: EmbedderSpy, corpus: list[str], redis_client: redis.Redis, prefix: str
+    services: Services,
+    spy: EmbedderSpy,
+    corpus: list[str],
+    redis_client: redis.Redis,
+    redis_prefix: str,
 ) -> None:
-    first, second = sharing(services, redis_client, prefix), sharing(services, redis_client, prefix)
+    first, second = (
+        sharing(services, redis_client, redis_prefix),
+        sharing(services, redis_client, redis_prefix),
+    )
     spy.delay = 0.2  # long enough that the other process's first caller finds the lock held
     results = in_parallel([first, second] * 50)
 

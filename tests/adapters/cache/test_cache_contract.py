@@ -8,13 +8,12 @@ expiry is its own; the TTLs are short so the Redis cases stay under a second or 
 
 from __future__ import annotations
 
-import os
 import random
 import secrets
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import pytest
@@ -24,8 +23,6 @@ from spine.adapters.cache.memory import InProcessCache
 from spine.adapters.cache.redis import RedisCache
 from spine.ports import Cache
 from spine.service.search_cache import jittered
-
-REDIS_URL = os.environ.get("SPINE_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 
 
 @dataclass
@@ -47,28 +44,6 @@ class FakeClock:
         self.now += seconds
 
 
-@pytest.fixture(scope="module")
-def redis_client() -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(REDIS_URL)
-    try:
-        client.ping()
-    except redis.RedisError as exc:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI needs Redis at {REDIS_URL}: {exc}")
-        pytest.skip(f"no Redis at {REDIS_URL}")
-    yield client
-    client.close()
-
-
-@pytest.fixture
-def prefix(redis_client: redis.Redis) -> Iterator[str]:
-    """Keys of this test only, removed afterwards."""
-    mine = f"spine-test:{secrets.token_hex(6)}:"
-    yield mine
-    for key in redis_client.scan_iter(f"{mine}*"):
-        redis_client.delete(key)
-
-
 @pytest.fixture(params=["in-process", "redis"])
 def store(request: pytest.FixtureRequest) -> Store:
     if request.param == "in-process":
@@ -76,8 +51,8 @@ def store(request: pytest.FixtureRequest) -> Store:
         shared = InProcessCache(clock=clock)
         return Store(lambda: shared, clock.advance)
     client = request.getfixturevalue("redis_client")
-    prefix = request.getfixturevalue("prefix")
-    return Store(lambda: RedisCache(client, prefix=prefix), time.sleep)
+    redis_prefix = request.getfixturevalue("redis_prefix")
+    return Store(lambda: RedisCache(client, prefix=redis_prefix), time.sleep)
 
 
 def closed_port() -> int:
@@ -221,10 +196,10 @@ def test_an_unreachable_redis_acts_as_an_empty_store_quickly() -> None:
 
 
 def test_a_redis_that_comes_back_is_used_again(
-    redis_client: redis.Redis, prefix: str, monkeypatch: pytest.MonkeyPatch
+    redis_client: redis.Redis, redis_prefix: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     clock = FakeClock()
-    cache = RedisCache(redis_client, prefix=prefix, retry_seconds=1.0, clock=clock)
+    cache = RedisCache(redis_client, prefix=redis_prefix, retry_seconds=1.0, clock=clock)
 
     def refused(*_args: object, **_kwargs: object) -> None:
         raise redis.ConnectionError("Connection refused")
@@ -234,7 +209,7 @@ def test_a_redis_that_comes_back_is_used_again(
         cache.set("k", b"lost", 60)
     assert cache.errors == 1
     cache.set("k", b"not sent", 60)  # resting: Redis is not asked
-    assert redis_client.get(f"{prefix}k") is None
+    assert redis_client.get(f"{redis_prefix}k") is None
 
     clock.advance(1.1)
     cache.set("k", b"kept", 60)

@@ -6,8 +6,6 @@ is skipped where no Redis answers, except in CI, where a missing Redis fails the
 
 from __future__ import annotations
 
-import os
-import secrets
 import sys
 import threading
 from collections.abc import Iterator
@@ -23,7 +21,6 @@ from spine.ports import RateLimiter
 
 T0 = 1_700_000_000.0
 ONE_A_SECOND = RatePolicy(rate=1, burst=1)
-REDIS_URL = os.environ.get("SPINE_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 
 
 def bucket(key: str, policy: RatePolicy = ONE_A_SECOND, name: str = "subject") -> BucketRequest:
@@ -40,28 +37,6 @@ def busy_threads() -> Iterator[None]:
     sys.setswitchinterval(before)
 
 
-@pytest.fixture(scope="module")
-def redis_client() -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(REDIS_URL)
-    try:
-        client.ping()
-    except redis.RedisError as exc:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI needs Redis at {REDIS_URL}: {exc}")
-        pytest.skip(f"no Redis at {REDIS_URL}")
-    yield client
-    client.close()
-
-
-@pytest.fixture
-def prefix(redis_client: redis.Redis) -> Iterator[str]:
-    """Keys of this test only, removed afterwards."""
-    mine = f"spine-test:{secrets.token_hex(6)}:"
-    yield mine
-    for key in redis_client.scan_iter(f"{mine}*"):
-        redis_client.delete(key)
-
-
 @pytest.fixture(params=["in-process", "redis"])
 def make_limiter(request: pytest.FixtureRequest) -> object:
     """A factory: each call is another process's view of the same store."""
@@ -69,8 +44,8 @@ def make_limiter(request: pytest.FixtureRequest) -> object:
         shared = InProcessRateLimiter()
         return lambda: shared
     client = request.getfixturevalue("redis_client")
-    prefix = request.getfixturevalue("prefix")
-    return lambda: RedisRateLimiter(client, prefix=prefix)
+    redis_prefix = request.getfixturevalue("redis_prefix")
+    return lambda: RedisRateLimiter(client, prefix=redis_prefix)
 
 
 def test_buckets_are_kept_between_calls(make_limiter) -> None:  # type: ignore[no-untyped-def]
@@ -126,11 +101,11 @@ def test_threads_together_never_get_more_than_the_burst(make_limiter) -> None:  
 
 
 def test_redis_buckets_expire_once_they_would_be_full(
-    redis_client: redis.Redis, prefix: str
+    redis_client: redis.Redis, redis_prefix: str
 ) -> None:
-    limiter = RedisRateLimiter(redis_client, prefix=prefix)
+    limiter = RedisRateLimiter(redis_client, prefix=redis_prefix)
     limiter.acquire([bucket("slow", RatePolicy(rate=0.1, burst=2))], T0)
-    ttl = redis_client.ttl(f"{prefix}slow")
+    ttl = redis_client.ttl(f"{redis_prefix}slow")
     assert 0 < ttl <= 20  # 2 tokens at 0.1/s: full again after 20 s
 
 

@@ -28,15 +28,16 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import TSVECTOR
 
-from spine.adapters.sql.generations import bump_generation, read_generation
-from spine.adapters.sql.tables import chunks, documents
-from spine.adapters.sqlite.search_index import (
-    _MARK_CLOSE,
-    _MARK_OPEN,
-    FALLBACK_SNIPPET_CHARS,
+from spine.adapters.sql.chunk_rows import (
+    MARK_CLOSE,
+    MARK_OPEN,
     SNIPPET_TOKENS,
-    render_snippet,
+    document_chunks,
+    hit_infos,
+    hit_rows,
 )
+from spine.adapters.sql.generations import bump_generation, read_generation
+from spine.adapters.sql.tables import chunks
 from spine.domain.documents import Chunk
 from spine.domain.privacy import TOKEN
 from spine.domain.search import Candidate, QueryTerms
@@ -55,7 +56,7 @@ _search_columns = Table(
     Column("search_vector", TSVECTOR),
 )
 _HEADLINE_OPTIONS = (
-    f'StartSel="{_MARK_OPEN}", StopSel="{_MARK_CLOSE}", '
+    f'StartSel="{MARK_OPEN}", StopSel="{MARK_CLOSE}", '
     f"MaxWords={SNIPPET_TOKENS}, MinWords={SNIPPET_TOKENS // 2}, ShortWord=2"
 )
 
@@ -63,7 +64,7 @@ _HEADLINE_OPTIONS = (
 #: Brackets a personal-data token's two words in the text the parser reads: a separator
 #: to the parser, and a sign in a headline of where a token was, to put it back.
 _TOKEN_EDGE = "\x01"  # noqa: S105 -- a separator, not a secret
-_MARKS = f"{_MARK_OPEN}{_MARK_CLOSE}"
+_MARKS = f"{MARK_OPEN}{MARK_CLOSE}"
 _ENCODED_TOKEN = re.compile(
     # A headline that starts at a token has dropped its leading edge. The parser may read
     # either half as several words (``EMPLOYEE_ID``; ``12e456789abc`` is a number in
@@ -71,7 +72,7 @@ _ENCODED_TOKEN = re.compile(
     # (found by the SearchIndex contract tests: such tokens came back without brackets).
     f"{_TOKEN_EDGE}?([A-Z0-9_{_MARKS}]+) {_TOKEN_EDGE}([0-9a-f{_MARKS}]+){_TOKEN_EDGE}"
 )
-_MARKED = re.compile(f"{_MARK_OPEN}[^{_MARKS}]*{_MARK_CLOSE}")
+_MARKED = re.compile(f"{MARK_OPEN}[^{_MARKS}]*{MARK_CLOSE}")
 _UNMARK = str.maketrans("", "", _MARKS)
 
 
@@ -107,9 +108,9 @@ def _restore_token(match: re.Match[str]) -> str:
     kind, digits = (part.translate(_UNMARK) for part in parts)
     if TOKEN.fullmatch(f"<{kind}:{digits}>") is None:
         return match.group(0)
-    if all(_MARK_OPEN in part and not _MARKED.sub("", part).strip("_") for part in parts):
+    if all(MARK_OPEN in part and not _MARKED.sub("", part).strip("_") for part in parts):
         # Every word matched: one mark around the token, as SQLite's phrase match shows.
-        return f"<{_MARK_OPEN}{kind}:{digits}{_MARK_CLOSE}>"
+        return f"<{MARK_OPEN}{kind}:{digits}{MARK_CLOSE}>"
     return f"<{parts[0]}:{parts[1]}>"
 
 
@@ -209,17 +210,7 @@ class PostgresSearchIndex:
         return int(result.rowcount)
 
     def chunks(self, tenant_id: str, document_id: str) -> list[Chunk]:
-        rows = self._conn.execute(
-            select(
-                chunks.c.id, chunks.c.ordinal, chunks.c.text, chunks.c.start_char, chunks.c.end_char
-            )
-            .where((chunks.c.tenant_id == tenant_id) & (chunks.c.document_id == document_id))
-            .order_by(chunks.c.ordinal)
-        )
-        return [
-            Chunk(row.id, document_id, row.ordinal, row.text, row.start_char, row.end_char)
-            for row in rows
-        ]
+        return document_chunks(self._conn, tenant_id, document_id)
 
     def chunks_with_vectors(self, tenant_id: str, document_id: str) -> list[Chunk]:
         rows = self._conn.execute(
@@ -291,31 +282,11 @@ class PostgresSearchIndex:
     def describe(self, tenant_id: str, keys: Sequence[int], query: str) -> dict[int, HitInfo]:
         if not keys:
             return {}
-        built = tsquery(QueryTerms.parse(query))
-        statement = (
-            select(
-                chunks.c.seq, chunks.c.id, chunks.c.document_id, chunks.c.text, documents.c.title
-            )
-            .select_from(
-                chunks.join(
-                    documents,
-                    (documents.c.id == chunks.c.document_id)
-                    & (documents.c.tenant_id == chunks.c.tenant_id),
-                )
-            )
-            .where((chunks.c.tenant_id == tenant_id) & chunks.c.seq.in_(list(keys)))
+        rows = hit_rows(self._conn, tenant_id, keys)
+        snippets = self._headlines(
+            {row.seq: row.text for row in rows}, tsquery(QueryTerms.parse(query))
         )
-        rows = self._conn.execute(statement).all()
-        snippets = self._headlines({row.seq: row.text for row in rows}, built)
-        infos: dict[int, HitInfo] = {}
-        for row in rows:
-            snippet = snippets.get(row.seq)
-            if snippet is None or _MARK_OPEN not in snippet:
-                snippet = row.text[:FALLBACK_SNIPPET_CHARS]
-                if len(row.text) > FALLBACK_SNIPPET_CHARS:
-                    snippet += "…"
-            infos[row.seq] = HitInfo(row.document_id, row.id, row.title, render_snippet(snippet))
-        return infos
+        return hit_infos(rows, snippets)
 
     def _headlines(
         self, texts: dict[int, str], built: tuple[str, dict[str, str]] | None

@@ -11,25 +11,27 @@ much. Cosine distance has no corpus statistics, so the vectors can stay in one t
 from __future__ import annotations
 
 import hashlib
-import html
 import re
 from collections.abc import Sequence
 
 import numpy as np
 from sqlalchemy import Connection, bindparam, delete, select, text
 
+from spine.adapters.sql.chunk_rows import (
+    SNIPPET_TOKENS,
+    document_chunks,
+    hit_infos,
+    hit_rows,
+)
 from spine.adapters.sql.generations import bump_generation, read_generation
-from spine.adapters.sql.tables import chunks, documents
+from spine.adapters.sql.tables import chunks
 from spine.domain.documents import Chunk
 from spine.domain.privacy import TOKEN
 from spine.domain.search import Candidate
 from spine.ports import HitInfo
 
-_MARK_OPEN, _MARK_CLOSE = "\x02", "\x03"
 _TERM = re.compile(r"\w+", re.UNICODE)
 _REDACTION = re.compile(r"\[[A-Z][A-Z0-9_]{1,31}\]")
-SNIPPET_TOKENS = 24
-FALLBACK_SNIPPET_CHARS = 200
 #: Every tenant's full-text table starts with this; migrations find the tables by it.
 FTS_TABLE_PREFIX = "chunks_fts_t_"
 FTS_TOKENIZER = "porter unicode61 remove_diacritics 2"
@@ -72,12 +74,6 @@ def fts_query(query: str) -> str | None:
     return f'{required} AND ("{phrases[0]}" OR {loose})'
 
 
-def render_snippet(raw: str) -> str:
-    """HTML-escape a snippet, then turn the sentinel marks into ``<mark>`` tags."""
-    escaped = html.escape(raw, quote=False)
-    return escaped.replace(_MARK_OPEN, "<mark>").replace(_MARK_CLOSE, "</mark>")
-
-
 class SqliteSearchIndex:
     def __init__(self, conn: Connection) -> None:
         self._conn = conn
@@ -102,17 +98,7 @@ class SqliteSearchIndex:
         return read_generation(self._conn, tenant_id)
 
     def chunks(self, tenant_id: str, document_id: str) -> list[Chunk]:
-        rows = self._conn.execute(
-            select(
-                chunks.c.id, chunks.c.ordinal, chunks.c.text, chunks.c.start_char, chunks.c.end_char
-            )
-            .where((chunks.c.tenant_id == tenant_id) & (chunks.c.document_id == document_id))
-            .order_by(chunks.c.ordinal)
-        )
-        return [
-            Chunk(row.id, document_id, row.ordinal, row.text, row.start_char, row.end_char)
-            for row in rows
-        ]
+        return document_chunks(self._conn, tenant_id, document_id)
 
     def chunks_with_vectors(self, tenant_id: str, document_id: str) -> list[Chunk]:
         rows = self._conn.execute(
@@ -176,29 +162,8 @@ class SqliteSearchIndex:
     def describe(self, tenant_id: str, keys: Sequence[int], query: str) -> dict[int, HitInfo]:
         if not keys:
             return {}
-        rows = self._conn.execute(
-            select(
-                chunks.c.seq, chunks.c.id, chunks.c.document_id, chunks.c.text, documents.c.title
-            )
-            .select_from(
-                chunks.join(
-                    documents,
-                    (documents.c.id == chunks.c.document_id)
-                    & (documents.c.tenant_id == chunks.c.tenant_id),
-                )
-            )
-            .where((chunks.c.tenant_id == tenant_id) & chunks.c.seq.in_(list(keys)))
-        ).all()
-        snippets = self._snippets(tenant_id, [row.seq for row in rows], query)
-        infos: dict[int, HitInfo] = {}
-        for row in rows:
-            snippet = snippets.get(row.seq)
-            if snippet is None or _MARK_OPEN not in snippet:
-                snippet = row.text[:FALLBACK_SNIPPET_CHARS]
-                if len(row.text) > FALLBACK_SNIPPET_CHARS:
-                    snippet += "…"
-            infos[row.seq] = HitInfo(row.document_id, row.id, row.title, render_snippet(snippet))
-        return infos
+        rows = hit_rows(self._conn, tenant_id, keys)
+        return hit_infos(rows, self._snippets(tenant_id, [row.seq for row in rows], query))
 
     def _insert(
         self, tenant_id: str, document_id: str, title: str, new_chunks: Sequence[Chunk]
