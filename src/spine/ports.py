@@ -28,7 +28,7 @@ from spine.domain.documents import Chunk, Document
 from spine.domain.jobs import Job, JobError, JobState, RetryDecision, RetryPolicy
 from spine.domain.privacy import PiiPolicy
 from spine.domain.ratelimit import BucketRequest, Decision
-from spine.domain.search import Candidate
+from spine.domain.search import NO_FILTER, Candidate, SearchFilter
 from spine.pipeline.extract import Extracted
 
 
@@ -295,9 +295,33 @@ class SearchIndex(Protocol):
         it (float32): what ``spine export`` copies, so a move needs no model run."""
         ...
 
-    def keyword(self, tenant_id: str, query: str, limit: int) -> list[Candidate]: ...
+    def keyword(
+        self,
+        tenant_id: str,
+        query: str,
+        limit: int,
+        *,
+        filters: SearchFilter = NO_FILTER,
+        title_weight: float = 1.0,
+    ) -> list[Candidate]:
+        """Up to ``limit`` chunks matching any of the query's words (every personal-data
+        token, as a phrase; stop words only when nothing else is left), best first, of
+        documents that pass ``filters``. A word in the document's title counts
+        ``title_weight`` times one in the chunk's text."""
+        ...
 
-    def semantic(self, tenant_id: str, vector: Sequence[float], limit: int) -> list[Candidate]: ...
+    def semantic(
+        self,
+        tenant_id: str,
+        vector: Sequence[float],
+        limit: int,
+        *,
+        filters: SearchFilter = NO_FILTER,
+    ) -> list[Candidate]:
+        """The ``limit`` chunks nearest ``vector`` (cosine) of documents that pass
+        ``filters``: the filter is applied during the search, so a selective filter still
+        gets ``limit`` chunks when it has that many."""
+        ...
 
     def describe(self, tenant_id: str, keys: Sequence[int], query: str) -> dict[int, HitInfo]: ...
 

@@ -9,6 +9,7 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from spine.domain.ratelimit import RatePolicy
+from spine.domain.search import Fusion, FusionMethod
 
 
 class Settings(BaseSettings):
@@ -166,8 +167,37 @@ class Settings(BaseSettings):
     overload_retry_after_seconds: int = Field(
         10, gt=0, description="Retry-After of a 429 for too many unfinished jobs."
     )
-    search_candidates: int = Field(50, gt=0, description="Candidates taken from each search leg.")
-    rrf_k: int = Field(60, gt=0, description="Reciprocal rank fusion constant.")
+    # -- Ranking (issue 7): defaults tuned on SciFact's train split only; see README ------
+    search_keyword_candidates: int = Field(
+        100,
+        gt=0,
+        le=1000,
+        description="Chunks the keyword leg ranks for fusion: the default window of a search.",
+    )
+    search_vector_candidates: int = Field(
+        100,
+        gt=0,
+        le=1000,
+        description="Chunks the vector leg ranks for fusion: the default window of a search.",
+    )
+    search_fusion: FusionMethod = Field(
+        FusionMethod.WEIGHTED,
+        description="How hybrid search fuses its legs: weighted (each leg's scores min-max "
+        "normalised, then weighted) or rrf (reciprocal ranks).",
+    )
+    rrf_k: int = Field(10, gt=0, description="Reciprocal rank fusion constant.")
+    search_keyword_weight: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="The keyword leg's share in hybrid fusion; the vector leg gets the rest.",
+    )
+    search_title_weight: float = Field(
+        2.0,
+        gt=0,
+        le=100,
+        description="How much more a query word found in the title counts than one in the text.",
+    )
     search_cache_ttl_seconds: float = Field(
         60.0,
         ge=0,
@@ -253,6 +283,10 @@ class Settings(BaseSettings):
         # A typo must stop the start, not surface as a 500 on the first request.
         RatePolicy.parse(value)
         return value
+
+    def fusion(self) -> Fusion:
+        """The configured hybrid fusion; a request may override any part of it."""
+        return Fusion(self.search_fusion, self.rrf_k, self.search_keyword_weight)
 
     def resolved_database_url(self) -> str:
         if self.database_url:

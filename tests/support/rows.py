@@ -22,16 +22,19 @@ def document_row(
     sha256: str = "0" * 64,
     chunk_count: int = 0,
     at: datetime = T0,
+    content_type: str = "text/plain",
+    metadata: dict[str, Any] | None = None,
 ) -> Document:
+    """``at`` is when the document was created and last updated."""
     return Document(
         id=document_id or new_id("doc"),
         tenant_id=tenant,
         title=title,
         filename=filename,
-        content_type="text/plain",
+        content_type=content_type,
         size_bytes=1,
         sha256=sha256,
-        metadata={},
+        metadata=metadata or {},
         chunk_count=chunk_count,
         created_at=at,
         updated_at=at,

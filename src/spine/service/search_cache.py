@@ -38,13 +38,14 @@ import threading
 import time
 from array import array
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from typing import Any
 
 import structlog
 
-from spine.domain.search import SearchHit
+from spine.domain.search import Leg, LegRank, SearchHit
 from spine.observability.metrics import Metrics
 from spine.ports import Cache, Embedder
 from spine.settings import Settings
@@ -52,7 +53,7 @@ from spine.settings import Settings
 log = structlog.get_logger("spine.search")
 
 #: Part of every key: answers stored in another format are never read.
-FORMAT = 1
+FORMAT = 2
 #: The fill lock outlives a normal search by far; it only bounds a caller that died.
 FILL_LOCK_SECONDS = 10.0
 #: How long other processes wait for one computing an answer before they compute too.
@@ -71,6 +72,8 @@ def _ignore(_hit: bool) -> None:
 class Answer:
     hits: list[SearchHit]
     degraded: list[str] = field(default_factory=list)
+    more: bool = False
+    """The ranking goes on past these hits."""
 
 
 def normalise(query: str) -> str:
@@ -80,37 +83,18 @@ def normalise(query: str) -> str:
 
 
 def answer_key(
-    database: str,
-    tenant_id: str,
-    generation: int,
-    *,
-    query: str,
-    mode: str,
-    k: int,
-    model_id: str,
-    candidates: int,
-    rrf_k: int,
+    database: str, tenant_id: str, generation: int, *, request: Sequence[Any], model_id: str
 ) -> str:
     """The cache key of one answer: a SHA-256 digest, so no query text is in the store's
-    keys. ``query`` is the scrubbed query, what the index is asked (it changes with the
-    tenant's PII policy). The settings are in it because processes of two releases, or
-    two configurations, may share one Redis. So is the ``database``: generations are
-    small counters of one database, and two deployments sharing a Redis (or a database
-    made again from scratch) have the same tenant at the same generation with other
-    documents."""
+    keys. ``request`` is everything else that decides the answer: the scrubbed query
+    (what the index is asked; it changes with the tenant's PII policy), the page, the
+    filters, the fusion and the ranking settings. The settings are in it because
+    processes of two releases, or two configurations, may share one Redis. So is the
+    ``database``: generations are small counters of one database, and two deployments
+    sharing a Redis (or a database made again from scratch) have the same tenant at the
+    same generation with other documents."""
     material = json.dumps(
-        [
-            FORMAT,
-            database,
-            tenant_id,
-            generation,
-            normalise(query),
-            mode,
-            k,
-            model_id,
-            candidates,
-            rrf_k,
-        ],
+        [FORMAT, database, tenant_id, generation, model_id, list(request)],
         ensure_ascii=False,
         separators=(",", ":"),
     )
@@ -122,21 +106,45 @@ def jittered(ttl_seconds: float, jitter: float, rng: random.Random) -> float:
     return ttl_seconds * (1.0 - jitter * rng.random())
 
 
-def encode(hits: list[SearchHit]) -> bytes:
-    rows = [[h.document_id, h.chunk_id, h.title, h.score, h.snippet] for h in hits]
-    return json.dumps(rows, ensure_ascii=False, separators=(",", ":")).encode()
-
-
-def decode(raw: bytes) -> list[SearchHit] | None:
-    """The hits, or None if ``raw`` is not a stored answer (then it is a miss)."""
-    try:
-        return [
-            SearchHit(str(doc), str(chunk), str(title), float(score), str(snippet))
-            for doc, chunk, title, score, snippet in json.loads(raw)
+def encode(answer: Answer) -> bytes:
+    rows = [
+        [
+            h.document_id,
+            h.chunk_id,
+            h.title,
+            h.score,
+            h.snippet,
+            {leg.value: [r.rank, r.score, r.weight, r.contribution] for leg, r in h.legs.items()},
         ]
-    except (ValueError, TypeError):
+        for h in answer.hits
+    ]
+    return json.dumps([rows, answer.more], ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def decode(raw: bytes) -> Answer | None:
+    """The answer, or None if ``raw`` is not a stored one (then it is a miss)."""
+    try:
+        rows, more = json.loads(raw)
+        hits = [
+            SearchHit(
+                str(doc),
+                str(chunk),
+                str(title),
+                float(score),
+                str(snippet),
+                {Leg(leg): _leg_rank(r) for leg, r in legs.items()},
+            )
+            for doc, chunk, title, score, snippet, legs in rows
+        ]
+    except (ValueError, TypeError, AttributeError):
         log.warning("search_cache.undecodable", size=len(raw))
         return None
+    return Answer(hits, more=bool(more))
+
+
+def _leg_rank(raw: Sequence[Any]) -> LegRank:
+    rank, score, weight, contribution = raw
+    return LegRank(int(rank), float(score), float(weight), float(contribution))
 
 
 class QueryEmbeddings:
@@ -220,30 +228,9 @@ class SearchCache:
     def enabled(self) -> bool:
         return self.ttl_seconds > 0
 
-    def key(
-        self,
-        tenant_id: str,
-        generation: int,
-        *,
-        query: str,
-        mode: str,
-        k: int,
-        model_id: str,
-        candidates: int,
-        rrf_k: int,
-    ) -> str:
+    def key(self, tenant_id: str, generation: int, *, request: Sequence[Any], model_id: str) -> str:
         """:func:`answer_key` in this cache's database."""
-        return answer_key(
-            self._database,
-            tenant_id,
-            generation,
-            query=query,
-            mode=mode,
-            k=k,
-            model_id=model_id,
-            candidates=candidates,
-            rrf_k=rrf_k,
-        )
+        return answer_key(self._database, tenant_id, generation, request=request, model_id=model_id)
 
     def answer(self, key: str, compute: Callable[[], Answer]) -> tuple[Answer, bool]:
         """The answer under ``key``, and whether it came from elsewhere than this call's
@@ -302,12 +289,11 @@ class SearchCache:
         raw = self.store.get(key)
         if raw is None:
             return None
-        hits = decode(raw)
-        return None if hits is None else Answer(hits)
+        return decode(raw)
 
     def _compute_and_store(self, key: str, compute: Callable[[], Answer]) -> Answer:
         answer = compute()
         if not answer.degraded:
             ttl = jittered(self.ttl_seconds, self.ttl_jitter, self._rng)
-            self.store.set(key, encode(answer.hits), ttl)
+            self.store.set(key, encode(answer), ttl)
         return answer

@@ -1,8 +1,9 @@
 """The SearchIndex port's contract, run against every database: SQLite and PostgreSQL.
 
 What the service layer relies on, whichever database holds the index: keyword search
-with stemming and ranking, nearest vectors by cosine, a tenant's entries apart from every
-other tenant's (in results and in scores), personal-data tokens matched as phrases,
+with stemming and ranking (and a weight for the title), nearest vectors by cosine, filters
+on the chunks' documents applied during either search, a tenant's entries apart from
+every other tenant's (in results and in scores), personal-data tokens matched as phrases,
 snippets that are safe HTML, and a generation that moves with every change. Each
 database's own mechanics (FTS5 tables, pgvector's indexes) are tested beside its adapter.
 """
@@ -12,13 +13,15 @@ from __future__ import annotations
 import html
 import math
 from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
 
 import pytest
 
 from spine.domain.documents import Chunk, new_id
-from spine.domain.search import Candidate
+from spine.domain.search import Candidate, SearchFilter
 from spine.ports import Database, UnitOfWork
-from support.rows import document_row
+from support.rows import T0, document_row
 
 EMBEDDING_DIMENSION = 384  # the vector columns of the migrations
 TENANT, OTHER = "tenant-b", "tenant-a"
@@ -49,12 +52,24 @@ def index(
     title: str,
     *texts: str,
     vectors: Sequence[list[float]] | None = None,
+    content_type: str = "text/plain",
+    metadata: dict[str, Any] | None = None,
+    at: datetime = T0,
 ) -> list[Chunk]:
     """Add a document with one chunk per text, as the processing step does."""
     document_id = new_id("doc")
     uow.documents.add(
         tenant,
-        document_row(tenant, document_id, title=title, sha256="a" * 64, chunk_count=len(texts)),
+        document_row(
+            tenant,
+            document_id,
+            title=title,
+            sha256="a" * 64,
+            chunk_count=len(texts),
+            content_type=content_type,
+            metadata=metadata,
+            at=at,
+        ),
     )
     made = [
         Chunk(
@@ -124,6 +139,24 @@ def test_keyword_ranks_a_chunk_with_the_word_in_its_title_above_one_without(
     assert found(db, TENANT, WORD) == [*ids(titled), *ids(plain)]
 
 
+def test_title_weight_decides_between_the_word_in_a_title_and_the_word_in_a_text(
+    db: Database,
+) -> None:
+    with db.write() as uow:
+        (titled,) = index(uow, TENANT, WORD.title(), "Notes from the garden late at night.")
+        (told,) = index(uow, TENANT, "Garden notes", f"A {WORD} sang in the garden at night.")
+        for _ in range(3):
+            index(uow, TENANT, "Report", FILLER)
+
+    def ranked(title_weight: float) -> list[str]:
+        with db.read() as uow:
+            hits = uow.index.keyword(TENANT, WORD, 10, title_weight=title_weight)
+        return [hit.document_id for hit in hits]
+
+    assert ranked(10.0) == [titled.document_id, told.document_id]
+    assert ranked(0.1) == [told.document_id, titled.document_id]
+
+
 def test_keyword_ranks_a_chunk_with_the_word_more_often_above_one_with_it_once(
     db: Database,
 ) -> None:
@@ -159,7 +192,8 @@ def test_another_tenants_uploads_leave_a_tenants_keyword_scores_exactly_as_they_
 ) -> None:
     """BM25 weighs a word by the statistics of the rows it is ranked among: if those were
     every tenant's, the scores would tell a tenant about another tenant's words and how
-    much it has. ``ts_rank_cd`` has no corpus statistics: this holds there by design."""
+    much it has. Both databases keep the statistics per tenant (SQLite one FTS5 table per
+    tenant, PostgreSQL postings and totals keyed by tenant)."""
     with db.write() as uow:
         # Enough rows without the word that it weighs something in BM25.
         index(uow, TENANT, "Birds", f"A {WORD} sang in the garden at night.", *[FILLER] * 6)
@@ -290,6 +324,235 @@ def test_semantic_returns_up_to_limit_for_a_small_tenant_beside_a_big_one(db: Da
     assert [chunk_id for chunk_id, _ in hits] == ids(small)[:10]
     assert [chunk_id for chunk_id, _ in nearest(db, TENANT, vector(1.0), 50)] == ids(small)
     assert len(nearest(db, OTHER, vector(1.0), 10)) == 10
+
+
+# -- Filters ---------------------------------------------------------------------------------
+
+LEGS = pytest.mark.parametrize("leg", ["keyword", "semantic"])
+DAY = timedelta(days=1)
+#: (name, content type, metadata) of the documents ``library`` adds, the n-th created on
+#: day n after T0.
+LIBRARY: list[tuple[str, str, dict[str, Any]]] = [
+    ("blue", "text/plain", {"team": "blue", "level": 1, "public": True}),
+    ("blue-as-text", "text/markdown", {"team": "blue", "level": "1", "public": 1}),
+    ("red", "application/pdf", {"team": "red", "level": 2.5, "public": False}),
+    ("nested", "text/plain", {"team": ["blue"], "level": {"value": 1}, "a": {"b": "x"}}),
+    ("odd-keys", "text/markdown", {"a.b": "x", 'quo"te': "x", "$.team": "blue", "level": 1.0}),
+    ("bare", "text/plain", {}),
+]
+
+
+def library(db: Database) -> dict[str, str]:
+    """The tenant's document id by name, each document a chunk that both legs find. The
+    other tenant has a twin of each, which no filter of the tenant's may return."""
+    documents = {}
+    with db.write() as uow:
+        for n, (name, content_type, metadata) in enumerate(LIBRARY):
+            body = f"A {WORD} sang for {name}."
+            document: dict[str, Any] = {
+                "vectors": [seeded(n)],
+                "content_type": content_type,
+                "metadata": metadata,
+                "at": T0 + n * DAY,
+            }
+            index(uow, OTHER, "Notes", body, **document)
+            (chunk,) = index(uow, TENANT, "Notes", body, **document)
+            documents[name] = chunk.document_id
+    return documents
+
+
+def search(
+    db: Database, leg: str, filters: SearchFilter, *, tenant: str = TENANT, limit: int = 50
+) -> list[Candidate]:
+    with db.read() as uow:
+        if leg == "keyword":
+            return uow.index.keyword(tenant, WORD, limit, filters=filters)
+        return uow.index.semantic(tenant, vector(1.0), limit, filters=filters)
+
+
+def passing(db: Database, leg: str, documents: dict[str, str], **filters: Any) -> set[str]:
+    """The names of the documents a search with ``SearchFilter(**filters)`` finds; the
+    id itself for any document not in ``documents``."""
+    names = {document_id: name for name, document_id in documents.items()}
+    found = search(db, leg, SearchFilter(**filters))
+    return {names.get(hit.document_id, hit.document_id) for hit in found}
+
+
+def meta(key: str, *values: str | float | bool) -> dict[str, Any]:
+    return {"metadata": ((key, values),)}
+
+
+@LEGS
+def test_without_a_filter_every_document_passes(db: Database, leg: str) -> None:
+    documents = library(db)
+    assert passing(db, leg, documents) == set(documents)
+
+
+@LEGS
+def test_document_ids_keep_those_documents_only(db: Database, leg: str) -> None:
+    documents = library(db)
+    chosen = (documents["red"], documents["bare"])
+    assert passing(db, leg, documents, document_ids=chosen) == {"red", "bare"}
+
+
+@LEGS
+def test_content_types_keep_documents_of_those_types_only(db: Database, leg: str) -> None:
+    documents = library(db)
+    assert passing(db, leg, documents, content_types=("text/markdown",)) == {
+        "blue-as-text",
+        "odd-keys",
+    }
+    assert passing(db, leg, documents, content_types=("text/markdown", "application/pdf")) == {
+        "blue-as-text",
+        "odd-keys",
+        "red",
+    }
+
+
+@LEGS
+def test_one_metadata_value_must_equal_and_several_are_alternatives(db: Database, leg: str) -> None:
+    documents = library(db)
+    # Not "nested", whose team is a list holding "blue".
+    assert passing(db, leg, documents, **meta("team", "blue")) == {"blue", "blue-as-text"}
+    assert passing(db, leg, documents, **meta("team", "blue", "red")) == {
+        "blue",
+        "blue-as-text",
+        "red",
+    }
+    assert passing(db, leg, documents, **meta("team", "red", "green")) == {"red"}
+
+
+@LEGS
+def test_a_metadata_value_matches_only_a_stored_value_of_its_json_type(
+    db: Database, leg: str
+) -> None:
+    documents = library(db)
+    assert passing(db, leg, documents, **meta("level", "1")) == {"blue-as-text"}
+    # A number is one JSON type however it was written: 1 is 1.0.
+    assert passing(db, leg, documents, **meta("level", 1)) == {"blue", "odd-keys"}
+    assert passing(db, leg, documents, **meta("level", 2.5)) == {"red"}
+    assert passing(db, leg, documents, **meta("level", "1", 2.5)) == {"blue-as-text", "red"}
+    assert passing(db, leg, documents, **meta("public", True)) == {"blue"}
+    assert passing(db, leg, documents, **meta("public", 1)) == {"blue-as-text"}
+    assert passing(db, leg, documents, **meta("public", False)) == {"red"}
+    assert passing(db, leg, documents, **meta("public", 0)) == set()
+    assert passing(db, leg, documents, **meta("public", "true")) == set()
+
+
+@LEGS
+def test_a_metadata_key_is_one_top_level_key_never_a_path(db: Database, leg: str) -> None:
+    documents = library(db)
+    # Not "nested", whose "a" holds {"b": "x"}.
+    assert passing(db, leg, documents, **meta("a.b", "x")) == {"odd-keys"}
+    assert passing(db, leg, documents, **meta('quo"te', "x")) == {"odd-keys"}
+    assert passing(db, leg, documents, **meta("$.team", "blue")) == {"odd-keys"}
+    assert passing(db, leg, documents, **meta("$", "blue")) == set()
+    assert passing(db, leg, documents, **meta("x'); DROP TABLE documents; --", "x")) == set()
+    assert passing(db, leg, documents) == set(documents)
+
+
+@LEGS
+def test_created_from_is_inclusive_and_created_before_exclusive(db: Database, leg: str) -> None:
+    documents = library(db)
+    day = [T0 + n * DAY for n in range(len(LIBRARY))]
+
+    assert passing(db, leg, documents, created_from=day[2]) == {
+        "red",
+        "nested",
+        "odd-keys",
+        "bare",
+    }
+    assert passing(db, leg, documents, created_before=day[2]) == {"blue", "blue-as-text"}
+    assert passing(db, leg, documents, created_from=day[1], created_before=day[2]) == {
+        "blue-as-text"
+    }
+    just_after = day[1] + timedelta(microseconds=1)
+    assert passing(db, leg, documents, created_from=just_after, created_before=day[3]) == {"red"}
+    assert passing(db, leg, documents, created_from=day[2], created_before=day[2]) == set()
+
+
+@LEGS
+def test_every_condition_given_must_hold(db: Database, leg: str) -> None:
+    documents = library(db)
+    assert passing(db, leg, documents, content_types=("text/plain",), **meta("team", "blue")) == {
+        "blue"
+    }
+    two_keys = (("team", ("blue",)), ("level", ("1",)))
+    assert passing(db, leg, documents, metadata=two_keys) == {"blue-as-text"}
+    assert passing(
+        db,
+        leg,
+        documents,
+        document_ids=(documents["blue"], documents["red"], documents["odd-keys"]),
+        created_from=T0 + DAY,
+        **meta("level", 1, 2.5),
+    ) == {"red", "odd-keys"}
+
+
+@LEGS
+def test_an_empty_tuple_lets_nothing_pass(db: Database, leg: str) -> None:
+    library(db)
+    assert search(db, leg, SearchFilter(document_ids=())) == []
+    assert search(db, leg, SearchFilter(content_types=())) == []
+    assert search(db, leg, SearchFilter(metadata=(("team", ()),))) == []
+
+
+@LEGS
+def test_a_filter_that_no_document_passes_finds_nothing(db: Database, leg: str) -> None:
+    library(db)
+    for filters in (
+        SearchFilter(document_ids=("doc_missing",)),
+        SearchFilter(content_types=("image/png",)),
+        SearchFilter(metadata=(("team", ("green",)),)),
+        SearchFilter(metadata=(("missing", ("blue",)),)),
+        SearchFilter(created_from=T0 + 100 * DAY),
+        SearchFilter(created_before=T0),
+    ):
+        assert search(db, leg, filters) == []
+
+
+@LEGS
+def test_a_filter_never_lets_another_tenants_documents_through(db: Database, leg: str) -> None:
+    documents = library(db)
+    theirs = tuple(hit.document_id for hit in search(db, leg, SearchFilter(), tenant=OTHER))
+    assert len(theirs) == len(LIBRARY)
+
+    assert passing(db, leg, documents, document_ids=theirs) == set()
+    assert passing(db, leg, documents, document_ids=(*theirs, documents["red"])) == {"red"}
+    assert passing(db, leg, documents, **meta("team", "blue")) == {"blue", "blue-as-text"}
+    assert passing(db, leg, documents, created_from=T0) == set(documents)
+
+
+@LEGS
+def test_a_selective_filter_still_finds_limit_chunks_best_first(db: Database, leg: str) -> None:
+    """295 chunks that fail the filter are nearer the query, and hold the word more
+    often, than the 5 that pass: a filter applied to the best ``limit`` (or to any pool
+    smaller than the whole tenant) after the search would find none of them."""
+    with db.write() as uow:
+        index(
+            uow,
+            TENANT,
+            "Notes",
+            *[f"{WORD} " * 12] * 295,
+            vectors=[big_tenant_vector(n) for n in range(295)],
+        )
+        tagged = [
+            index(
+                uow,
+                TENANT,
+                "Notes",
+                f"{WORD} " * (6 - n) + "sang.",
+                vectors=[small_tenant_vector(n)],
+                metadata={"team": "blue"},
+            )[0]
+            for n in range(5)
+        ]
+
+    hits = search(db, leg, SearchFilter(metadata=(("team", ("blue",)),)), limit=5)
+
+    assert [hit.document_id for hit in hits] == [chunk.document_id for chunk in tagged]
+    assert [hit.score for hit in hits] == sorted((hit.score for hit in hits), reverse=True)
+    assert len(search(db, leg, SearchFilter(metadata=(("team", ("blue",)),)), limit=3)) == 3
 
 
 # -- Tenants ---------------------------------------------------------------------------------
@@ -437,6 +700,31 @@ def test_describe_names_the_chunk_and_marks_the_matched_words_in_escaped_html(
     assert "&amp;" in info.snippet
     # Nothing but the marks is markup.
     assert html.unescape(info.snippet.replace("<mark>", "").replace("</mark>", "")) == body
+
+
+def test_a_snippet_is_the_best_matching_passage_not_the_start(db: Database) -> None:
+    # One query word alone early on, then a passage holding both: the snippet is that
+    # passage, with both words marked, whatever the chunk's first words are.
+    opening = "Budget minutes of the autumn meeting, "
+    body = (
+        opening
+        + "the heron was mentioned once. "
+        + FILLER * 3
+        + f" At dawn the {WORD} sang while the heron waited by the reeds. "
+        + FILLER * 3
+    )
+    with db.write() as uow:
+        (chunk,) = index(uow, TENANT, "Minutes", body)
+
+    with db.read() as uow:
+        (hit,) = uow.index.keyword(TENANT, f"{WORD} heron", 10)
+        info = uow.index.describe(TENANT, [hit.chunk_key], f"{WORD} heron")[hit.chunk_key]
+
+    assert info.chunk_id == chunk.id
+    assert f"<mark>{WORD}</mark>" in info.snippet
+    assert "<mark>heron</mark> waited" in info.snippet
+    assert not info.snippet.startswith(opening[:20])
+    assert len(html.unescape(info.snippet)) < len(body) / 2
 
 
 def test_a_snippet_without_a_match_is_the_escaped_start_of_the_chunk(db: Database) -> None:

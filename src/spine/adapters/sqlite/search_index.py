@@ -11,11 +11,22 @@ much. Cosine distance has no corpus statistics, so the vectors can stay in one t
 from __future__ import annotations
 
 import hashlib
-import re
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
-from sqlalchemy import Connection, bindparam, delete, select, text
+from sqlalchemy import (
+    ColumnClause,
+    Connection,
+    bindparam,
+    column,
+    delete,
+    func,
+    literal_column,
+    select,
+    table,
+    text,
+)
 
 from spine.adapters.sql.chunk_rows import (
     SNIPPET_TOKENS,
@@ -24,17 +35,24 @@ from spine.adapters.sql.chunk_rows import (
     hit_rows,
 )
 from spine.adapters.sql.generations import bump_generation, read_generation
+from spine.adapters.sql.search_filters import filtered, passing_chunk_keys
 from spine.adapters.sql.tables import chunks
 from spine.domain.documents import Chunk
-from spine.domain.privacy import TOKEN
-from spine.domain.search import Candidate
+from spine.domain.search import NO_FILTER, Candidate, QueryTerms, SearchFilter
 from spine.ports import HitInfo
 
-_TERM = re.compile(r"\w+", re.UNICODE)
-_REDACTION = re.compile(r"\[[A-Z][A-Z0-9_]{1,31}\]")
 #: Every tenant's full-text table starts with this; migrations find the tables by it.
 FTS_TABLE_PREFIX = "chunks_fts_t_"
 FTS_TOKENIZER = "porter unicode61 remove_diacritics 2"
+# The vec0 table's columns as a KNN query names them (``k`` and ``distance`` are hidden).
+_vectors = table(
+    "chunks_vec",
+    column("rowid"),
+    column("tenant_id"),
+    column("embedding"),
+    column("k"),
+    column("distance"),
+)
 
 
 def fts_table(tenant_id: str) -> str:
@@ -51,27 +69,18 @@ def fts_table(tenant_id: str) -> str:
 def fts_query(query: str) -> str | None:
     """The user's words as an FTS5 query of quoted terms: no operator can be injected.
 
-    Words are OR-ed. A personal-data token (``<EMAIL:3f9a1c2b04d1>``, what search makes of
-    an e-mail address in the query) is a required phrase: the tokenizer splits it into
-    ``email`` and the hex digits, and as loose words ``email`` would match every document
-    with any e-mail address in it. A redaction (``[EMAIL]``) is dropped: a redacted value
-    is not searchable, and its kind alone would match every document with one.
+    The terms are :class:`QueryTerms`'s: words are OR-ed, and every personal-data token
+    is a required phrase.
     """
-    phrases = list(
-        dict.fromkeys(
-            " ".join(t.lower() for t in _TERM.findall(m.group(0))) for m in TOKEN.finditer(query)
-        )
-    )
-    rest = _REDACTION.sub(" ", TOKEN.sub(" ", query))
-    terms = list(dict.fromkeys(t.lower() for t in _TERM.findall(rest)))
-    loose = " OR ".join(f'"{term}"' for term in terms)
-    if not phrases:
+    terms = QueryTerms.parse(query)
+    loose = " OR ".join(f'"{word}"' for word in terms.words)
+    if not terms.phrases:
         return loose or None
-    required = " AND ".join(f'"{phrase}"' for phrase in phrases)
-    if not terms:
+    required = " AND ".join(f'"{phrase}"' for phrase in terms.phrases)
+    if not terms.words:
         return required
     # The words still rank the matches, but only documents with every token match.
-    return f'{required} AND ("{phrases[0]}" OR {loose})'
+    return f'{required} AND ("{terms.phrases[0]}" OR {loose})'
 
 
 class SqliteSearchIndex:
@@ -129,35 +138,59 @@ class SqliteSearchIndex:
             )
         return found
 
-    def keyword(self, tenant_id: str, query: str, limit: int) -> list[Candidate]:
+    def keyword(
+        self,
+        tenant_id: str,
+        query: str,
+        limit: int,
+        *,
+        filters: SearchFilter = NO_FILTER,
+        title_weight: float = 1.0,
+    ) -> list[Candidate]:
         match = fts_query(query)
         fts = fts_table(tenant_id)
         if match is None or not self._has_table(fts):
             return []
+        entries = table(fts, column("rowid"))
+        # FTS5's hidden column named after its table: what MATCH and bm25() take.
+        whole_row: ColumnClause[Any] = literal_column(fts)
+        rank = func.bm25(whole_row, title_weight, 1.0).label("rank")
+        best = (
+            select(entries.c.rowid, rank, chunks.c.document_id)
+            .select_from(entries.join(chunks, chunks.c.seq == entries.c.rowid))
+            .where(whole_row.op("MATCH")(match))
+        )
         rows = self._conn.execute(
-            text(
-                f"SELECT rowid, bm25({fts}) AS rank FROM {fts} "  # noqa: S608 -- a hex digest
-                f"WHERE {fts} MATCH :match ORDER BY rank LIMIT :limit"
-            ),
-            {"match": match, "limit": limit},
+            filtered(best, chunks, filters, self._conn.dialect.name).order_by(rank).limit(limit)
         )
         # FTS5's bm25() is negated so that ascending order is best-first; flip it back.
-        return [Candidate(int(row[0]), -float(row[1])) for row in rows]
+        return [Candidate(int(row[0]), str(row[2]), -float(row[1])) for row in rows]
 
-    def semantic(self, tenant_id: str, vector: Sequence[float], limit: int) -> list[Candidate]:
-        rows = self._conn.execute(
-            text(
-                "SELECT rowid, distance FROM chunks_vec "
-                "WHERE embedding MATCH :vector AND k = :k AND tenant_id = :tenant "
-                "ORDER BY distance"
-            ),
-            {
-                "vector": np.asarray(vector, dtype=np.float32).tobytes(),
-                "k": limit,
-                "tenant": tenant_id,
-            },
+    def semantic(
+        self,
+        tenant_id: str,
+        vector: Sequence[float],
+        limit: int,
+        *,
+        filters: SearchFilter = NO_FILTER,
+    ) -> list[Candidate]:
+        nearest = (
+            select(_vectors.c.rowid, _vectors.c.distance, chunks.c.document_id)
+            .select_from(_vectors.join(chunks, chunks.c.seq == _vectors.c.rowid))
+            .where(
+                _vectors.c.embedding.op("MATCH")(np.asarray(vector, dtype=np.float32).tobytes()),
+                _vectors.c.k == limit,
+                _vectors.c.tenant_id == tenant_id,
+            )
+            .order_by(_vectors.c.distance)
         )
-        return [Candidate(int(row[0]), 1.0 - float(row[1])) for row in rows]
+        if not filters.empty:
+            # vec0 cannot see a join's conditions, but takes a set of rowids to search in:
+            # the KNN then returns the k nearest of those, not k nearest then filtered.
+            allowed = passing_chunk_keys(tenant_id, filters, self._conn.dialect.name)
+            nearest = nearest.where(_vectors.c.rowid.in_(allowed))
+        rows = self._conn.execute(nearest)
+        return [Candidate(int(row[0]), str(row[2]), 1.0 - float(row[1])) for row in rows]
 
     def describe(self, tenant_id: str, keys: Sequence[int], query: str) -> dict[int, HitInfo]:
         if not keys:
@@ -226,9 +259,9 @@ class SqliteSearchIndex:
         fts = fts_table(tenant_id)
         if self._has_table(fts):
             tables.append(fts)
-        for table in tables:
+        for name in tables:
             self._conn.execute(
-                text(f"DELETE FROM {table} WHERE rowid IN :seqs").bindparams(  # noqa: S608 -- a fixed name or a hex digest
+                text(f"DELETE FROM {name} WHERE rowid IN :seqs").bindparams(  # noqa: S608 -- a fixed name or a hex digest
                     bindparam("seqs", expanding=True)
                 ),
                 {"seqs": seqs},
