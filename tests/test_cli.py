@@ -131,7 +131,7 @@ def test_client_errors_are_one_readable_line(server: tuple[str, dict[str, str]])
     assert "cannot reach" in down.stderr
 
 
-HEAD_REVISION = "0005"
+HEAD_REVISION = "0006"
 
 
 def test_migrate_down_and_up(tmp_path: Path) -> None:

@@ -52,7 +52,7 @@ def test_local_cluster_runs_the_stores_that_migrate_and_doctor_then_use(
             [*SPINE, "migrate", "up"], env=env, capture_output=True, text=True, check=False
         )
         assert migrated.returncode == 0, migrated.stderr
-        assert "revision 0005" in migrated.stdout
+        assert "revision 0006" in migrated.stdout
         doctor = subprocess.run(
             [*SPINE, "doctor"], env=env, capture_output=True, text=True, check=False
         )

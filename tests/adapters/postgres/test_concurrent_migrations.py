@@ -53,4 +53,4 @@ def test_processes_upgrading_one_empty_database_at_once_all_succeed(empty_databa
     outputs = [(run.wait(timeout=120), run.communicate()[0].decode()) for run in runs]
 
     assert [code for code, _ in outputs] == [0] * PROCESSES, outputs
-    assert migrate.current(empty_database) == "0005"
+    assert migrate.current(empty_database) == "0006"

@@ -26,7 +26,7 @@ from spine.devservices.postgres import APP_ROLE
 from spine.domain.documents import Chunk
 from support.rows import document_row, job_row
 
-HEAD = "0005"
+HEAD = "0006"
 TENANTS = ("acme", "rival")
 
 
@@ -120,7 +120,7 @@ def test_upgrade_downgrade_to_base_and_upgrade_again_on_an_empty_database(
     migrate.upgrade(empty_url)
     assert migrate.current(empty_url) == HEAD
     first = schema(empty_url)
-    assert ("r", "index_generations") in relations(empty_url)
+    assert {("r", "index_generations"), ("r", "chunk_terms")} <= relations(empty_url)
     assert any("USING hnsw" in definition for _, definition in first["indexes"])
 
     migrate.downgrade(empty_url)
@@ -137,7 +137,7 @@ def test_upgrade_downgrade_to_base_and_upgrade_again_on_an_empty_database(
 def test_each_revision_steps_down_and_back_up(empty_url: str) -> None:
     migrate.upgrade(empty_url)
     head = schema(empty_url)
-    for revision in ("0004", "0003", "0002", "0001"):
+    for revision in ("0005", "0004", "0003", "0002", "0001"):
         migrate.downgrade(empty_url, revision)
         assert migrate.current(empty_url) == revision
     migrate.upgrade(empty_url)
@@ -230,6 +230,58 @@ def test_downgrade_to_0004_with_data_keeps_the_rows(postgres_url: str) -> None:
         database.close()
 
 
+def keyword_index(url: str) -> dict[str, Any]:
+    """Every posting (by chunk id, not seq), every tenant's totals, and what a keyword
+    search finds."""
+    database = PostgresDatabase(url)
+    try:
+        with database.read() as uow:
+            found = {
+                tenant: [(hit.document_id, hit.score) for hit in uow.index.keyword(tenant, q, 10)]
+                for tenant in TENANTS
+                for q in ("heron", "acme number")
+            }
+    finally:
+        database.close()
+    return {
+        "postings": sorted(
+            query(
+                url,
+                "SELECT c.id, t.tenant_id, t.lexeme, t.chunk_length, t.tf_title, t.tf_text "
+                "FROM chunk_terms t JOIN chunks c ON c.seq = t.seq",
+            )
+        ),
+        "totals": sorted(query(url, "SELECT tenant_id, chunks, terms FROM index_generations")),
+        "found": found,
+    }
+
+
+def test_0006_backfills_the_postings_and_totals_of_chunks_written_before_it(
+    postgres_url: str,
+) -> None:
+    """Chunks written at 0005 (which wrote chunks as this release does, without postings):
+    the upgrade gives them the postings and totals the search index would have written,
+    and keyword search finds them as it finds chunks written since."""
+    seed(postgres_url)
+    written = keyword_index(postgres_url)
+    assert len(written["postings"]) > 0
+    assert all(hits for hits in written["found"].values())
+
+    migrate.downgrade(postgres_url, "0005")
+
+    assert ("r", "chunk_terms") not in relations(postgres_url)
+    columns = query(
+        postgres_url,
+        "SELECT column_name FROM information_schema.columns WHERE table_name = 'index_generations'",
+    )
+    assert sorted(columns) == [("generation",), ("tenant_id",)]
+    assert counts(postgres_url)["chunks"] == 4
+
+    migrate.upgrade(postgres_url)
+
+    assert keyword_index(postgres_url) == written
+
+
 def test_migrated_schema_matches_the_tables_the_repositories_query(postgres_url: str) -> None:
     engine = migrate.engine_for(postgres_url)
     try:
@@ -242,18 +294,30 @@ def test_migrated_schema_matches_the_tables_the_repositories_query(postgres_url:
         engine.dispose()
 
     # Revision 0005's columns and indexes for PostgreSQL's search (pgvector's embedding
-    # with its HNSW index, the tsvector with its GIN index) are not in tables.py, which
-    # both databases share: on SQLite the same data lives in the chunks_vec and FTS5
-    # virtual tables. The PostgreSQL search index reaches them through a table of its own
+    # with its HNSW index, the tsvector with its GIN index) and 0006's keyword postings
+    # with the totals BM25 needs are not in tables.py, which both databases share: on
+    # SQLite the same data lives in the chunks_vec and FTS5 virtual tables. The PostgreSQL
+    # search index reaches them through tables of its own
     # (spine.adapters.postgres.search_index).
-    postgres_only_columns = {"embedding", "search_vector"}
-    postgres_only_indexes = {"ix_chunks_embedding_hnsw", "ix_chunks_search_vector"}
+    postgres_only_columns = {
+        ("chunks", "embedding"),
+        ("chunks", "search_vector"),
+        ("index_generations", "chunks"),
+        ("index_generations", "terms"),
+    }
+    postgres_only_indexes = {
+        "ix_chunks_embedding_hnsw",
+        "ix_chunks_search_vector",
+        "ix_chunk_terms_seq",
+    }
 
     def is_postgres_search(op: Any) -> bool:
         if not isinstance(op, tuple):
             return False
+        if op[0] == "remove_table":
+            return bool(op[1].name == "chunk_terms")
         if op[0] == "remove_column":
-            return bool(op[2] == "chunks" and op[3].name in postgres_only_columns)
+            return (op[2], op[3].name) in postgres_only_columns
         if op[0] == "remove_index":
             return bool(op[1].name in postgres_only_indexes)
         return False

@@ -1,7 +1,7 @@
 """PostgreSQL's own search mechanics: pgvector's HNSW index and its iterative scan, the GIN
-index, and the encoding of personal-data tokens for the full-text parser and headlines.
-What the port promises on every database is in
-tests/adapters/search/test_search_index_contract.py.
+index, the keyword postings' primary key, and the encoding of personal-data tokens for the
+full-text parser and headlines. What the port promises on every database is in
+tests/adapters/search/test_search_index_contract.py; BM25 itself is in test_keyword_bm25.py.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from spine.adapters.postgres.search_index import (
     shown_text,
 )
 from spine.domain.documents import Chunk, new_id
+from spine.domain.search import SearchFilter
 from support.rows import document_row, unscoped
 
 TENANT, OTHER = "tenant-b", "tenant-a"
@@ -43,10 +44,17 @@ def random_vectors(count: int, seed: int) -> list[list[float]]:
 
 
 def index(
-    uow: PostgresUnitOfWork, tenant: str, texts: Sequence[str], vectors: Sequence[list[float]]
+    uow: PostgresUnitOfWork,
+    tenant: str,
+    texts: Sequence[str],
+    vectors: Sequence[list[float]],
+    *,
+    metadata: dict[str, Any] | None = None,
 ) -> list[Chunk]:
     document_id = new_id("doc")
-    uow.documents.add(tenant, document_row(tenant, document_id, chunk_count=len(texts)))
+    uow.documents.add(
+        tenant, document_row(tenant, document_id, chunk_count=len(texts), metadata=metadata)
+    )
     made = [
         Chunk(new_id("chk"), document_id, n, body, 0, len(body), vectors[n])
         for n, body in enumerate(texts)
@@ -59,6 +67,7 @@ def analyze(pg: PostgresDatabase) -> None:
     """What autovacuum does soon after a bulk load: the planner's row counts per tenant."""
     with pg.write() as uow:
         unscoped(uow).execute(text("ANALYZE chunks"))
+        unscoped(uow).execute(text("ANALYZE chunk_terms"))
 
 
 def plan_of_last_statement(conn: Connection, call: Callable[[], Any]) -> str:
@@ -120,6 +129,40 @@ def test_the_planner_answers_a_semantic_query_from_the_hnsw_index(pg: PostgresDa
     assert "Index Scan using ix_chunks_embedding_hnsw on chunks" in plan
 
 
+@pytest.mark.parametrize(
+    "filters",
+    [SearchFilter(), SearchFilter(metadata=(("team", ("blue",)),))],
+    ids=["unfiltered", "filtered"],
+)
+def test_the_planner_reads_each_query_words_postings_from_the_primary_key(
+    pg: PostgresDatabase, filters: SearchFilter
+) -> None:
+    """A range of chunk_terms' (tenant_id, lexeme, seq) per query word, not a scan of
+    every posting: here 24,000 postings of two tenants, 1,002 of them the query's words'.
+    (With a quarter of that the planner reads the whole table, rightly: it estimates ten
+    lexemes a query word.)"""
+    for tenant in (TENANT, OTHER):
+        texts = [" ".join(f"w{n * k % 211}" for k in range(1, 12)) for n in range(1000)]
+        with pg.write() as uow:
+            index(
+                uow,
+                tenant,
+                [*texts, "the rare nightingale"],
+                [[1.0] * EMBEDDING_DIMENSION] * 1001,
+            )
+    analyze(pg)
+
+    with pg.read() as uow:
+        conn = unscoped(uow)
+        plan = plan_of_last_statement(
+            conn, lambda: uow.index.keyword(TENANT, "nightingale title", 10, filters=filters)
+        )
+
+    # An index scan, an index-only scan or a bitmap of the index, as the planner likes.
+    assert "chunk_terms_pkey" in plan
+    assert "Seq Scan on chunk_terms" not in plan
+
+
 def test_the_iterative_scan_reads_the_hnsw_index_until_it_has_limit_rows_of_the_tenant(
     pg: PostgresDatabase,
 ) -> None:
@@ -151,6 +194,38 @@ def test_the_iterative_scan_reads_the_hnsw_index_until_it_has_limit_rows_of_the_
             return [hit.chunk_key for hit in hits]
 
     assert len(found(iterative_scan=True)) == 10
+    assert len(found(iterative_scan=False)) < 10  # what the setting is for
+
+
+def test_a_filtered_search_reads_the_hnsw_index_until_it_has_limit_rows_that_pass(
+    pg: PostgresDatabase,
+) -> None:
+    """The filter on the chunks' documents applies to what the index returns, like the
+    tenant's: here 10 chunks of 1,010 pass, and the iterative scan reads on until it has
+    them all. ``enable_sort = off`` leaves the HNSW index as the only plan, as for a
+    tenant and a filter too big for the planner to sort the passing chunks instead."""
+    with pg.write() as uow:
+        index(uow, TENANT, ["crowd"] * 1000, random_vectors(1000, seed=6))
+        tagged = index(uow, TENANT, ["tagged"] * 10, random_vectors(10, 7), metadata={"team": 1})
+    analyze(pg)
+    query = random_vectors(1, seed=8)[0]
+    filters = SearchFilter(metadata=(("team", (1,)),))
+
+    def found(*, iterative_scan: bool) -> set[str]:
+        with pg.read() as uow:
+            conn = unscoped(uow)
+            conn.execute(text("SET LOCAL enable_sort = off"))
+            uow.scope.tenant(TENANT)
+            search = PostgresSearchIndex(conn, iterative_scan=iterative_scan)
+            plan = plan_of_last_statement(
+                conn, lambda: search.semantic(TENANT, query, 10, filters=filters)
+            )
+            assert "Index Scan using ix_chunks_embedding_hnsw" in plan
+            hits = search.semantic(TENANT, query, 10, filters=filters)
+            infos = search.describe(TENANT, [hit.chunk_key for hit in hits], "")
+            return {info.chunk_id for info in infos.values()}
+
+    assert found(iterative_scan=True) == {chunk.id for chunk in tagged}
     assert len(found(iterative_scan=False)) < 10  # what the setting is for
 
 

@@ -22,7 +22,7 @@ this one.
 
 The SQL is not the whole story of a rollback. The previous release migrates at start-up,
 and its Alembic refuses a database at a revision it does not know ("Can't locate revision
-identified by '0005'"): rolling back to it needs ``spine migrate down --revision 0004``,
+identified by '0006'"): rolling back to it needs ``spine migrate down --revision 0004``,
 run with this release's code, before the previous code starts. From this release on,
 start-up leaves a database of a newer release as it is (see spine.adapters.sql.migrate).
 """
@@ -43,6 +43,8 @@ from spine.adapters.sqlite.database import SqliteDatabase
 from spine.adapters.sqlite.engine import create_sqlite_engine
 
 RECORDING = Path(__file__).parent / "previous_release" / "statements_0004.jsonl"
+#: The revisions of this release, newest first; the recording is of the revision before.
+THIS_RELEASE = ("0006", "0005")
 
 
 def decode(value: Any) -> Any:
@@ -120,13 +122,16 @@ def _head() -> Script:
     return head
 
 
-def test_the_recording_is_of_the_release_before_head() -> None:
+def test_the_recording_is_of_the_release_before_this_ones_revisions() -> None:
     header, _, _ = load()
-    head = _head()
-    # A new revision makes this release the previous one: record it (capture.py).
-    assert header["revision"] == head.down_revision, (
-        f"{RECORDING.name} records revision {header['revision']}, the head is "
-        f"{head.revision}: record the release before it (see previous_release/capture.py)"
+    script = ScriptDirectory.from_config(migrate.alembic_config("sqlite://"))
+    walked = [rev.revision for rev in script.walk_revisions(base=header["revision"], head="head")]
+    # A revision that is not this release's starts the next release, which makes this
+    # one the previous: record it (capture.py), and start THIS_RELEASE again.
+    assert walked == [*THIS_RELEASE, header["revision"]], (
+        f"{RECORDING.name} records revision {header['revision']}, and the revisions after "
+        f"it are {walked[:-1]}, not this release's {list(THIS_RELEASE)}: record the release "
+        "before the head's (see previous_release/capture.py)"
     )
 
 

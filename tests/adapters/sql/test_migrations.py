@@ -28,7 +28,7 @@ SPINE_TABLES = {
     "queue_tenants",
     "index_generations",
 }
-HEAD = "0005"
+HEAD = "0006"
 # SQLite's own bookkeeping tables, and Alembic's, survive a downgrade to base.
 BOOKKEEPING = {"alembic_version", "sqlite_sequence"}
 
@@ -124,6 +124,18 @@ def test_0004_puts_every_tenant_with_jobs_in_the_claim_rotation(url: str, connec
     assert "request_id" not in columns
     assert "traceparent" not in columns
     assert connection.execute("SELECT count(*) FROM jobs").fetchone() == (3,)
+
+
+def test_0006_leaves_sqlite_as_it_was(url: str, connection: Any) -> None:
+    """BM25's postings and totals are PostgreSQL's: FTS5 keeps its own."""
+    migrate.upgrade(url, "0005")
+    before = _tables(connection), _indexes(connection)
+
+    migrate.upgrade(url, "0006")
+    assert (_tables(connection), _indexes(connection)) == before
+
+    migrate.downgrade(url, "0005")
+    assert (_tables(connection), _indexes(connection)) == before
 
 
 def test_current_revision_is_head_after_upgrade_and_none_after_downgrade(url: str) -> None:
