@@ -9,11 +9,14 @@ from __future__ import annotations
 import html
 import mimetypes
 import os
+import shutil
 import signal
 import sys
+import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
@@ -30,7 +33,9 @@ from spine.domain.auth import Role, Scope
 from spine.settings import Settings
 
 if TYPE_CHECKING:
+    from spine.bench.quality import IngestProgress
     from spine.ports import BlobStore, Database
+    from spine.service.container import Services
 
 app = typer.Typer(help="Spine: self-hostable multi-tenant document search.", no_args_is_help=True)
 token_app = typer.Typer(help="Make API tokens.", no_args_is_help=True)
@@ -1134,6 +1139,253 @@ def bench_embed(
         f"{result.tokens_median:.0f}",
     )
     console.print(table)
+    console.print(", ".join(f"{k} {v}" for k, v in result.machine.items()))
+    console.print(f"wrote {bench.write(result, out)}")
+
+
+# Options `bench quality` and `bench fusion` share.
+BeirDataset = Annotated[
+    Path, typer.Option(help="A BEIR folder: corpus.jsonl, queries.jsonl, qrels/<split>.tsv.")
+]
+LimitQueries = Annotated[
+    int | None, typer.Option(help="Only the first N judged queries: a quick run.", min=1)
+]
+IngestWorkers = Annotated[
+    int, typer.Option(envvar="SPINE_WORKERS", help="Worker threads ingesting.", min=1)
+]
+BenchDataDir = Annotated[
+    Path | None,
+    typer.Option(
+        "--data-dir",
+        help="Ingest here and keep it; a later run with it only completes what is "
+        "missing. Default: a temporary folder, removed at the end.",
+    ),
+]
+BenchTenant = Annotated[str, typer.Option(help="The tenant holding the corpus.")]
+ResultsFolder = Annotated[Path, typer.Option(help="Folder for the JSON result.")]
+
+
+@contextmanager
+def _bench_services(data_dir: Path | None, workers: int) -> Iterator[Services]:
+    """Spine on ``data_dir``, or on a temporary folder removed at the end, with no cache
+    between a search and its index."""
+    from spine.bench import quality
+    from spine.observability.logging import configure_logging
+    from spine.service.bootstrap import bootstrap
+
+    # Not SPINE_DATA_DIR: the bench tenant's documents do not belong in a real data dir.
+    directory = data_dir or Path(tempfile.mkdtemp(prefix="spine-bench-"))
+    try:
+        settings = _settings(
+            directory,
+            workers=workers,
+            **quality.UNCACHED,
+            # Each processed document logs its steps; the progress bars say enough.
+            log_level=None if "SPINE_LOG_LEVEL" in os.environ else "WARNING",
+        )
+        configure_logging(settings)
+        try:
+            services = bootstrap(settings)
+        except ValueError as exc:
+            fail(f"cannot start Spine on {directory}: {exc}")
+        try:
+            yield services
+        finally:
+            services.close()
+    finally:
+        if data_dir is None:
+            shutil.rmtree(directory, ignore_errors=True)
+
+
+def _ingest_progress(progress: Progress, corpus: int) -> Callable[[IngestProgress], None]:
+    uploading = progress.add_task("Uploading", total=corpus)
+    processing = progress.add_task("Processing", total=None)
+
+    def on_ingest(state: IngestProgress) -> None:
+        progress.update(uploading, completed=state.stored)
+        progress.update(processing, completed=state.processed, total=state.documents)
+
+    return on_ingest
+
+
+@bench_app.command("quality")
+def bench_quality(
+    dataset: BeirDataset,
+    split: Annotated[str, typer.Option(help="Which qrels/<split>.tsv to score.")] = "test",
+    modes: Annotated[
+        str, typer.Option(help="Search modes to measure, comma-separated.")
+    ] = "hybrid,keyword,semantic",
+    limit_queries: LimitQueries = None,
+    workers: IngestWorkers = 2,
+    data_dir: BenchDataDir = None,
+    tenant: BenchTenant = "bench",
+    out: ResultsFolder = Path("bench/results"),
+) -> None:
+    """nDCG@10, Recall@100, MRR@10 and latency of each search mode on a BEIR dataset,
+    with the corpus ingested through the real pipeline."""
+    from spine.bench import quality as bench
+    from spine.domain.search import SearchMode
+
+    try:
+        chosen = list(dict.fromkeys(SearchMode(name.strip()) for name in modes.split(",")))
+    except ValueError:
+        fail(f"--modes takes {', '.join(SearchMode)}, comma-separated, not {modes!r}")
+    try:
+        data = bench.load_dataset(dataset, split, limit_queries=limit_queries)
+    except bench.DatasetError as exc:
+        fail(str(exc))
+    with _bench_services(data_dir, workers) as services:
+        try:
+            with _progress() as progress:
+                on_ingest = _ingest_progress(progress, len(data.corpus))
+                searching = {
+                    mode: progress.add_task(f"Searching {mode}", total=len(data.queries))
+                    for mode in chosen
+                }
+                result = bench.run(
+                    services,
+                    data,
+                    tenant=tenant,
+                    modes=chosen,
+                    workers=workers,
+                    on_ingest=on_ingest,
+                    on_query=lambda mode: progress.advance(searching[mode]),
+                )
+        except bench.BenchError as exc:
+            fail(str(exc))
+    table = Table(title=f"{result.dataset} {result.split}: {result.queries} queries")
+    for column in ("mode", "nDCG@10", "R@100", "MRR@10", "queries", "p50 ms", "p95 ms"):
+        table.add_column(column, justify="left" if column == "mode" else "right")
+    for mode, measured in result.modes.items():
+        table.add_row(
+            mode,
+            f"{measured.metrics['ndcg@10']:.4f}",
+            f"{measured.metrics['recall@100']:.4f}",
+            f"{measured.metrics['mrr@10']:.4f}",
+            str(measured.queries),
+            f"{measured.latency_ms_median:.1f}",
+            f"{measured.latency_ms_p95:.1f}",
+        )
+        if measured.refused:
+            err_console.print(
+                f"[yellow]warning:[/yellow] {mode}: search refused {measured.refused} "
+                "queries; they count as finding nothing"
+            )
+    console.print(table)
+    reused = f", the rest found in {data_dir}" if result.uploaded < result.documents else ""
+    console.print(
+        f"{result.documents} documents, {result.chunks} chunks; "
+        f"ingest {result.ingest_seconds:.1f} s ({result.uploaded} uploaded{reused})"
+    )
+    console.print(", ".join(f"{k} {v}" for k, v in result.machine.items()))
+    console.print(f"wrote {bench.write(result, out)}")
+
+
+#: Rows of the fusion table: enough to see the shape of the grid's top.
+FUSION_TABLE_ROWS = 15
+
+
+@bench_app.command("fusion")
+def bench_fusion(
+    dataset: BeirDataset,
+    split: Annotated[
+        str, typer.Option(help="Which qrels/<split>.tsv to score; tuning never reads test.")
+    ] = "train",
+    limit_queries: LimitQueries = None,
+    workers: IngestWorkers = 2,
+    data_dir: BenchDataDir = None,
+    tenant: BenchTenant = "bench",
+    out: ResultsFolder = Path("bench/results"),
+    rrf_k: Annotated[str, typer.Option(help="RRF's k values, comma-separated.")] = "5,10,20,60",
+    keyword_weights: Annotated[
+        str, typer.Option(help="The keyword leg's shares in fusion, comma-separated.")
+    ] = "0.3,0.4,0.5,0.6,0.7",
+    title_weights: Annotated[
+        str, typer.Option(help="Title weights of the keyword leg, comma-separated.")
+    ] = "1,2",
+) -> None:
+    """nDCG@10, Recall@100 and MRR@10 of every hybrid ranking in a grid, each leg alone
+    included, on a BEIR dataset ingested through the real pipeline: how the ranking
+    defaults are chosen."""
+    from spine.bench import fusion as bench
+    from spine.bench import quality
+
+    try:
+        grid = bench.Grid.parse(
+            rrf_k=rrf_k, keyword_weights=keyword_weights, title_weights=title_weights
+        )
+    except bench.GridError as exc:
+        # The parameters are named as the options are: rrf_k is --rrf-k.
+        fail(f"--{exc.parameter.replace('_', '-')} takes {exc}")
+    try:
+        data = quality.load_dataset(dataset, split, limit_queries=limit_queries)
+    except quality.DatasetError as exc:
+        fail(str(exc))
+    with _bench_services(data_dir, workers) as services:
+        try:
+            with _progress() as progress:
+                on_ingest = _ingest_progress(progress, len(data.corpus))
+                searching = progress.add_task("Searching", total=len(data.queries))
+                result = bench.run(
+                    services,
+                    data,
+                    grid,
+                    tenant=tenant,
+                    workers=workers,
+                    on_ingest=on_ingest,
+                    on_query=lambda: progress.advance(searching),
+                )
+        except quality.BenchError as exc:
+            fail(str(exc))
+    leaderboard = result.leaderboard()
+    places = {scored.label: place for place, scored in enumerate(leaderboard, start=1)}
+    shown = leaderboard[:FUSION_TABLE_ROWS]
+    default = result.by_label(result.default)
+    table = Table(
+        title=f"{result.dataset} {result.split}: {result.queries} queries, "
+        f"{len(result.points)} rankings by nDCG@10"
+    )
+    for column in ("#", "ranking", "title", "rrf k", "kw weight", "nDCG@10", "R@100", "MRR@10", ""):
+        table.add_column(column, justify="left" if column in ("ranking", "") else "right")
+    for scored in shown if default in shown else [*shown, default]:
+        point, metrics = scored.point, scored.metrics
+        table.add_row(
+            str(places[scored.label]),
+            point.ranker,
+            "-" if point.title_weight is None else f"{point.title_weight:g}",
+            "-" if point.rrf_k is None else str(point.rrf_k),
+            "-" if point.keyword_weight is None else f"{point.keyword_weight:g}",
+            f"{metrics['ndcg@10']:.4f}",
+            f"{metrics['recall@100']:.4f}",
+            f"{metrics['mrr@10']:.4f}",
+            "default" if scored is default else "",
+            end_section=scored is shown[-1] and default not in shown,
+        )
+    console.print(table)
+    if result.refused:
+        err_console.print(
+            f"[yellow]warning:[/yellow] search refuses {result.refused} queries; "
+            "they count as finding nothing"
+        )
+    best = leaderboard[0]
+    console.print(
+        f"best: {best.label}: nDCG@10 {best.metrics['ndcg@10']:.4f}, "
+        f"R@100 {best.metrics['recall@100']:.4f}, MRR@10 {best.metrics['mrr@10']:.4f}",
+        highlight=False,
+    )
+    console.print(
+        f"configured defaults: {default.label}: nDCG@10 {default.metrics['ndcg@10']:.4f} "
+        f"(#{places[default.label]} of {len(leaderboard)}), "
+        f"R@100 {default.metrics['recall@100']:.4f}, MRR@10 {default.metrics['mrr@10']:.4f}",
+        highlight=False,
+    )
+    ranking = result.ranking
+    console.print(
+        f"{result.documents} documents, {result.chunks} chunks; pools: "
+        f"{ranking['search_keyword_candidates']} keyword, "
+        f"{ranking['search_vector_candidates']} vector chunks; model {ranking['model_id']}",
+        highlight=False,
+    )
     console.print(", ".join(f"{k} {v}" for k, v in result.machine.items()))
     console.print(f"wrote {bench.write(result, out)}")
 

@@ -12,11 +12,11 @@ import pytest
 
 from spine.adapters.embedders.minilm_onnx import MiniLMOnnxEmbedder
 from spine.domain.documents import Chunk, new_id
-from spine.domain.search import Fusion, FusionMethod, GroupBy, Leg, SearchMode
+from spine.domain.search import Candidate, Fusion, FusionMethod, GroupBy, Leg, SearchMode
 from spine.errors import InvalidRequest
 from spine.service.bootstrap import bootstrap
 from spine.service.container import Services
-from spine.service.search import MAX_CANDIDATES, search
+from spine.service.search import MAX_CANDIDATES, gather, legs_of, search, window
 from spine.settings import Settings
 from support.rows import document_row
 
@@ -207,3 +207,29 @@ def test_a_page_must_lie_inside_the_window(small_pools: Services) -> None:
         search(small_pools, TENANT, "zeppelin", candidates=MAX_CANDIDATES + 1)
     with pytest.raises(InvalidRequest, match="negative"):
         search(small_pools, TENANT, "zeppelin", k=1, offset=-1)
+
+
+def test_a_full_leg_is_deepened_until_its_chunks_fill_the_window() -> None:
+    """Grouping by document: three chunks a document here."""
+    asked: list[tuple[Leg, int]] = []
+
+    def fetch(leg: Leg, limit: int) -> list[Candidate]:
+        asked.append((leg, limit))
+        available = 60 if leg is Leg.KEYWORD else 1000
+        return [Candidate(key, f"doc-{key // 3}", 1.0) for key in range(min(limit, available))]
+
+    pools = {Leg.KEYWORD: 10, Leg.VECTOR: 10}
+    keyword = gather(
+        fetch, legs_of(SearchMode.KEYWORD), pools, documents=window(SearchMode.KEYWORD, pools)
+    )
+    assert asked == [(Leg.KEYWORD, 10), (Leg.KEYWORD, 20), (Leg.KEYWORD, 40)]
+    assert len(keyword[Leg.KEYWORD]) == 40
+    asked.clear()
+    deeper = {Leg.KEYWORD: 100, Leg.VECTOR: 10}
+    hybrid = gather(
+        fetch, legs_of(SearchMode.HYBRID), deeper, documents=window(SearchMode.HYBRID, deeper)
+    )
+    # The keyword leg ran out at 60 chunks (20 documents): only the vector leg goes deeper.
+    assert {limit for leg, limit in asked if leg is Leg.KEYWORD} == {100}
+    assert [limit for leg, limit in asked if leg is Leg.VECTOR] == [10, 20, 40, 80, 160, 320]
+    assert len({c.document_id for cands in hybrid.values() for c in cands}) == 107

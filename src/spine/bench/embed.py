@@ -10,15 +10,13 @@ from __future__ import annotations
 import importlib
 import inspect
 import json
-import os
-import platform
 import statistics
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
-from importlib.metadata import version
 from pathlib import Path
 
+from spine.bench.machine import machine
 from spine.pipeline.chunk import approximate_token_count, chunk_text
 from spine.ports import Embedder
 
@@ -81,16 +79,6 @@ def make_chunks(texts: Iterator[str], count: int, target_tokens: int) -> list[st
         if len(chunks) >= count:
             break
     return chunks[:count]
-
-
-def machine() -> dict[str, str]:
-    return {
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "cpus": str(os.cpu_count()),
-        "onnxruntime": version("onnxruntime"),
-        "spine": version("spine"),
-    }
 
 
 def run(

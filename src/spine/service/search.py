@@ -15,6 +15,7 @@ import binascii
 import hashlib
 import json
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -141,8 +142,7 @@ def run(
         if request.offset:
             raise InvalidRequest("give either offset or cursor, not both")
         request = replace(request, offset=read_cursor(cursor, fingerprint))
-    window = _window(request.mode, pools)
-    _validate(request, window)
+    _validate(request, window(request.mode, pools))
     # The index holds scrubbed text: a value in the query becomes the tenant's token for
     # it, so both legs look for what was stored, and the model never sees the value.
     # Whitespace is collapsed first, so that every spelling of one query is one cache
@@ -183,12 +183,44 @@ def run(
     )
 
 
-def _window(mode: SearchMode, pools: dict[Leg, int]) -> int:
+def legs_of(mode: SearchMode) -> tuple[Leg, ...]:
     if mode is SearchMode.KEYWORD:
-        return pools[Leg.KEYWORD]
+        return (Leg.KEYWORD,)
     if mode is SearchMode.SEMANTIC:
-        return pools[Leg.VECTOR]
-    return max(pools.values())
+        return (Leg.VECTOR,)
+    return (Leg.KEYWORD, Leg.VECTOR)
+
+
+def window(mode: SearchMode, pools: Mapping[Leg, int]) -> int:
+    """How many hits a search in ``mode`` ranks: the deepest of its legs' pools."""
+    return max(pools[leg] for leg in legs_of(mode))
+
+
+def gather(
+    fetch: Callable[[Leg, int], list[Candidate]],
+    legs: Sequence[Leg],
+    pools: Mapping[Leg, int],
+    *,
+    documents: int | None = None,
+) -> dict[Leg, list[Candidate]]:
+    """Each leg's candidates, ``fetch(leg, limit)`` asked for its pool.
+
+    With ``documents`` (grouping by document, which folds a document's chunks into one
+    hit), while the chunks found hold fewer documents than that, each leg that gave all
+    it was asked for is asked for twice as many, up to MAX_POOL. How deep depends only on
+    the request, never on the page, so every page sees one ranking.
+    """
+    depth = {leg: pools[leg] for leg in legs}
+    while True:
+        found = {leg: fetch(leg, limit) for leg, limit in depth.items()}
+        if documents is None:
+            return found
+        held = {c.document_id for candidates in found.values() for c in candidates}
+        full = [leg for leg, got in found.items() if len(got) == depth[leg] < MAX_POOL]
+        if len(held) >= documents or not full:
+            return found
+        for leg in full:
+            depth[leg] = min(depth[leg] * 2, MAX_POOL)
 
 
 def _validate(request: SearchRequest, window: int) -> None:
@@ -247,36 +279,34 @@ def _compute(
             log.warning("search.degraded", leg="vector", reason=exc.type)
             degraded.append("vector")
     mode = SearchMode.KEYWORD if degraded else request.mode
-    window = _window(mode, pools)
-    pools = dict(pools)
+    ranked_window = window(mode, pools)
     with services.db.read() as uow:
-        while True:
-            legs: dict[Leg, list[Candidate]] = {}
-            if mode is not SearchMode.SEMANTIC:
-                legs[Leg.KEYWORD] = uow.index.keyword(
-                    tenant_id,
-                    scrubbed,
-                    pools[Leg.KEYWORD],
-                    filters=filters,
-                    title_weight=services.settings.search_title_weight,
-                )
-            if vector is not None:
-                legs[Leg.VECTOR] = uow.index.semantic(
-                    tenant_id, vector, pools[Leg.VECTOR], filters=filters
-                )
-            ranked = _rank(mode, legs, fusion)
-            if request.group_by is GroupBy.CHUNK:
-                break
-            # Grouping folds a document's chunks into one hit: a window of documents may
-            # need deeper pools, while a leg still has chunks to give. How deep depends
-            # only on the request, never on the page, so every page sees one ranking.
+        fetchers: dict[Leg, Callable[[int], list[Candidate]]] = {
+            Leg.KEYWORD: lambda limit: uow.index.keyword(
+                tenant_id,
+                scrubbed,
+                limit,
+                filters=filters,
+                title_weight=services.settings.search_title_weight,
+            )
+        }
+        if vector is not None:
+            query_vector = vector
+            fetchers[Leg.VECTOR] = lambda limit: uow.index.semantic(
+                tenant_id, query_vector, limit, filters=filters
+            )
+
+        grouped = request.group_by is GroupBy.DOCUMENT
+        found = gather(
+            lambda leg, limit: fetchers[leg](limit),
+            legs_of(mode),
+            pools,
+            documents=ranked_window if grouped else None,
+        )
+        ranked = _rank(mode, found, fusion)
+        if grouped:
             ranked = best_per_document(ranked)
-            full = [leg for leg, found in legs.items() if len(found) == pools[leg] < MAX_POOL]
-            if len(ranked) >= window or not full:
-                break
-            for leg in full:
-                pools[leg] = min(pools[leg] * 2, MAX_POOL)
-        ranked = ranked[:window]
+        ranked = ranked[:ranked_window]
         depth = request.offset + request.k
         page = ranked[request.offset : depth]
         infos = uow.index.describe(tenant_id, [r.chunk_key for r in page], scrubbed)
