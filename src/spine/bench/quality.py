@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import ir_measures
 from ir_measures import RR, R, nDCG
+from sqlalchemy.engine import make_url
 
 from spine.bench.machine import machine
 from spine.domain.documents import Document
@@ -521,6 +522,9 @@ def ranking_settings(settings: Settings, model_id: str) -> dict[str, str | int |
     """Everything that decides the rankings measured: without it, two results files
     cannot be told apart."""
     return {
+        # The keyword leg is FTS5 on SQLite and postings on PostgreSQL; the vector leg
+        # exact on SQLite and HNSW on PostgreSQL: the database decides the ranking too.
+        "database": make_url(settings.resolved_database_url()).get_backend_name(),
         "k": SEARCH_DEPTH,
         "group_by": GroupBy.DOCUMENT.value,
         "search_fusion": settings.search_fusion.value,
