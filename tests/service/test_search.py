@@ -13,7 +13,7 @@ import pytest
 from spine.adapters.embedders.minilm_onnx import MiniLMOnnxEmbedder
 from spine.domain.documents import Chunk, new_id
 from spine.domain.search import Candidate, Fusion, FusionMethod, GroupBy, Leg, SearchMode
-from spine.errors import InvalidRequest
+from spine.errors import InvalidRequest, TransientError
 from spine.service.bootstrap import bootstrap
 from spine.service.container import Services
 from spine.service.search import MAX_CANDIDATES, gather, legs_of, search, window
@@ -233,3 +233,50 @@ def test_a_full_leg_is_deepened_until_its_chunks_fill_the_window() -> None:
     assert {limit for leg, limit in asked if leg is Leg.KEYWORD} == {100}
     assert [limit for leg, limit in asked if leg is Leg.VECTOR] == [10, 20, 40, 80, 160, 320]
     assert len({c.document_id for cands in hybrid.values() for c in cands}) == 107
+
+
+class EmbedderOutageFault:
+    """The real model, failing as a remote embedder whose breaker is open while ``down``."""
+
+    def __init__(self, inner: MiniLMOnnxEmbedder) -> None:
+        self.inner = inner
+        self.model_id = inner.model_id
+        self.dimension = inner.dimension
+        self.down = False
+
+    def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        if self.down:
+            raise TransientError("the embedder is down")
+        return self.inner.embed(texts)
+
+
+def test_pages_begun_during_an_embedder_outage_stay_in_the_keyword_ranking(
+    settings: Settings, embedder: MiniLMOnnxEmbedder
+) -> None:
+    outage = EmbedderOutageFault(embedder)
+    # No cached answers or query vectors: each search asks the embedder.
+    uncached = {"search_cache_ttl_seconds": 0, "query_embedding_cache_size": 0}
+    built = bootstrap(settings.model_copy(update=uncached), embedder=outage)
+    try:
+        for n in range(6):
+            add_document(built, embedder, f"Log {n}", [" ".join(["zeppelin"] * (7 - n))])
+        keyword = chunk_ids(built, "zeppelin", mode=SearchMode.KEYWORD, k=6)
+        hybrid = chunk_ids(built, "zeppelin", k=6)
+        assert keyword != hybrid, "the two rankings must differ for this test to mean anything"
+
+        outage.down = True
+        first = search(built, TENANT, "zeppelin", k=3)
+        assert first.degraded == ["vector"]
+        assert first.fusion is None
+        outage.down = False
+        rest = search(built, TENANT, "zeppelin", k=3, cursor=first.next_cursor)
+        assert [h.chunk_id for h in [*first.hits, *rest.hits]] == keyword
+        assert rest.degraded == ["vector"]  # this page, too, left the vector leg out
+
+        # A walk begun with the embedder up stays hybrid.
+        up = search(built, TENANT, "zeppelin", k=3)
+        after = search(built, TENANT, "zeppelin", k=3, cursor=up.next_cursor)
+        assert [h.chunk_id for h in [*up.hits, *after.hits]] == hybrid
+        assert after.degraded == []
+    finally:
+        built.close()

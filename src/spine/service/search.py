@@ -15,7 +15,7 @@ import binascii
 import hashlib
 import json
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -138,10 +138,17 @@ def run(
     }
     canonical = request.canonical(fusion, pools)
     fingerprint = _fingerprint(canonical)
+    # A page answered without its vector leg (the embedder was down) hands out a cursor
+    # of the keyword-only ranking: the pages after it stay in that one ranking even once
+    # the embedder is back, rather than switch to another halfway through.
+    keyword_only = _fingerprint([*canonical, "keyword-only"])
+    without_vector = False
     if cursor is not None:
         if request.offset:
             raise InvalidRequest("give either offset or cursor, not both")
-        request = replace(request, offset=read_cursor(cursor, fingerprint))
+        offset, owner = read_cursor(cursor, (fingerprint, keyword_only))
+        request = replace(request, offset=offset)
+        without_vector = owner == keyword_only and request.mode is not SearchMode.KEYWORD
     _validate(request, window(request.mode, pools))
     # The index holds scrubbed text: a value in the query becomes the tenant's token for
     # it, so both legs look for what was stored, and the model never sees the value.
@@ -161,13 +168,24 @@ def run(
             scrubbed,
             request.offset,
             request.explain,
+            without_vector,
             canonical[1:],
             settings.search_title_weight,
         ],
         model_id=services.embedder.model_id,
     )
     answer, cached = services.search_cache.answer(
-        key, lambda: _compute(services, tenant_id, scrubbed, filters, request, fusion, pools)
+        key,
+        lambda: _compute(
+            services,
+            tenant_id,
+            scrubbed,
+            filters,
+            request,
+            fusion,
+            pools,
+            without_vector=without_vector,
+        ),
     )
     took_ms = (time.perf_counter() - started) * 1000
     return SearchResult(
@@ -179,7 +197,13 @@ def run(
         cached=cached,
         fusion=fusion if request.mode is SearchMode.HYBRID and not answer.degraded else None,
         offset=request.offset,
-        next_cursor=(make_cursor(fingerprint, request.offset + request.k) if answer.more else None),
+        next_cursor=(
+            make_cursor(
+                keyword_only if answer.degraded else fingerprint, request.offset + request.k
+            )
+            if answer.more
+            else None
+        ),
     )
 
 
@@ -266,11 +290,15 @@ def _compute(
     request: SearchRequest,
     fusion: Fusion,
     pools: dict[Leg, int],
+    *,
+    without_vector: bool,
 ) -> Answer:
     # Embed before opening the read transaction: the model is the slow part.
     vector: list[float] | None = None
     degraded: list[str] = []
-    if request.mode is not SearchMode.KEYWORD:
+    if without_vector:
+        degraded.append("vector")
+    elif request.mode is not SearchMode.KEYWORD:
         try:
             vector = services.search_cache.embeddings.embed(services.embedder, tenant_id, scrubbed)
         except TransientError as exc:
@@ -346,8 +374,9 @@ def make_cursor(fingerprint: str, offset: int) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def read_cursor(cursor: str, fingerprint: str) -> int:
-    """The offset a cursor resumes at; InvalidRequest unless it came from this request."""
+def read_cursor(cursor: str, fingerprints: Collection[str]) -> tuple[int, str]:
+    """The offset a cursor resumes at and whose it is (one of ``fingerprints``: this
+    request's rankings); InvalidRequest for any other."""
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         offset, owner = json.loads(raw)
@@ -355,9 +384,9 @@ def read_cursor(cursor: str, fingerprint: str) -> int:
         raise InvalidRequest("cursor is not one this service made") from exc
     if not isinstance(offset, int) or isinstance(offset, bool) or offset < 0:
         raise InvalidRequest("cursor is not one this service made")
-    if owner != fingerprint:
+    if owner not in fingerprints:
         raise InvalidRequest(
             "cursor belongs to another search: repeat the request that returned it, "
             "changing nothing but the cursor"
         )
-    return offset
+    return offset, str(owner)
