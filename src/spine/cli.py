@@ -33,6 +33,7 @@ from spine.domain.auth import Role, Scope
 from spine.settings import Settings
 
 if TYPE_CHECKING:
+    from spine.bench.envelope import Envelope
     from spine.bench.quality import IngestProgress
     from spine.ports import BlobStore, Database
     from spine.service.container import Services
@@ -1388,6 +1389,167 @@ def bench_fusion(
     )
     console.print(", ".join(f"{k} {v}" for k, v in result.machine.items()))
     console.print(f"wrote {bench.write(result, out)}")
+
+
+# -- back-of-envelope ------------------------------------------------------------------
+
+
+@app.command("envelope")
+def envelope_command(
+    documents_per_day: Annotated[float, typer.Option(help="Documents uploaded a day.", min=0)],
+    average_size: Annotated[
+        str, typer.Option(help="Average upload: 2KB (10^3), 4MiB (2^20) or plain bytes.")
+    ],
+    retention_days: Annotated[int, typer.Option(help="Days a document is kept.", min=1)],
+    search_qps: Annotated[float, typer.Option(help="Average searches a second.", min=0)],
+    peak_factor: Annotated[float, typer.Option(help="Peak load over average.", min=1)],
+    replication: Annotated[int, typer.Option(help="Copies of each blob.", min=1)] = 1,
+    response_size: Annotated[
+        str, typer.Option(help="Bytes out per search (egress); an assumption.")
+    ] = "10KB",
+    prices: Annotated[
+        Path | None,
+        typer.Option(help="Prices (JSON, or .toml); default: the shipped illustrative ones."),
+    ] = None,
+    results: Annotated[
+        Path, typer.Option(help="Benchmark results folder (or one quality-*.json).")
+    ] = Path("bench/results"),
+    worker_docs_per_second: Annotated[
+        float | None, typer.Option(help="Override: documents/s one worker ingests.")
+    ] = None,
+    api_searches_per_second: Annotated[
+        float | None, typer.Option(help="Override: searches/s one API process answers.")
+    ] = None,
+    bytes_per_document: Annotated[
+        float | None, typer.Option(help="Override: database bytes per document.")
+    ] = None,
+    measured_workers: Annotated[
+        int | None,
+        typer.Option(help="Workers the quality run used (default: the file's, else 2).", min=1),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the envelope as JSON.")] = False,
+) -> None:
+    """Storage, upload bandwidth, processes and the biggest cost lines for a workload,
+    from the per-process throughput `spine bench` measured."""
+    import json
+
+    from spine.bench import envelope as bench
+
+    try:
+        workload = bench.Workload(
+            documents_per_day=documents_per_day,
+            average_document_bytes=bench.parse_size(average_size),
+            retention_days=retention_days,
+            replication=replication,
+            search_qps=search_qps,
+            peak_factor=peak_factor,
+            search_response_bytes=bench.parse_size(response_size),
+        )
+        measured = bench.measured_costs(
+            results,
+            workload,
+            worker_documents_per_second=worker_docs_per_second,
+            api_searches_per_second=api_searches_per_second,
+            bytes_per_document=bytes_per_document,
+            measured_workers=measured_workers,
+        )
+        result = bench.envelope(workload, measured, bench.load_prices(prices))
+    except bench.EnvelopeError as exc:
+        fail(str(exc))
+    if as_json:
+        print(json.dumps(result.to_json(), indent=2))
+        return
+    _print_envelope(result)
+
+
+def _si_bytes(size: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if size < 1000 or unit == "TB":
+            return f"{size:,.1f} {unit}" if unit != "B" else f"{size:,.0f} B"
+        size /= 1000
+    raise AssertionError("unreachable")
+
+
+def _print_envelope(result: Envelope) -> None:
+    workload, measured, money = result.workload, result.measured, result.prices.currency
+    inputs = Table(title="Inputs")
+    for column in ("input", "value", "source"):
+        inputs.add_column(column, overflow="fold")
+    for name, value in (
+        ("documents/day", f"{workload.documents_per_day:,g}"),
+        ("average size", _si_bytes(workload.average_document_bytes)),
+        ("retention", f"{workload.retention_days} days"),
+        ("replication", f"{workload.replication}x blobs"),
+        ("search QPS", f"{workload.search_qps:,g} (peak x{workload.peak_factor:g})"),
+        ("response size", f"{_si_bytes(workload.search_response_bytes)} (assumed)"),
+    ):
+        inputs.add_row(name, value, "given")
+    for name, measure, unit in (
+        ("worker ingest", measured.worker_documents_per_second, "docs/s"),
+        ("API searches", measured.api_searches_per_second, "searches/s"),
+        ("DB per document", measured.bytes_per_document, "B"),
+    ):
+        inputs.add_row(name, f"{measure.value:,.2f} {unit}", escape(measure.source))
+    console.print(inputs)
+
+    storage = Table(title="Storage held")
+    for column in ("after", "documents", "blobs", "database", "total"):
+        storage.add_column(column, justify="left" if column == "after" else "right")
+    for point in result.storage:
+        storage.add_row(
+            point.label,
+            f"{point.documents:,.0f}",
+            _si_bytes(point.blob_bytes),
+            _si_bytes(point.database_bytes),
+            _si_bytes(point.total_bytes),
+        )
+    console.print(storage)
+
+    load = Table(title="Upload bandwidth and processes")
+    for column in ("", "average", "peak", "per process", "processes at peak"):
+        load.add_column(column, justify="left" if not column else "right")
+    upload = result.upload
+    load.add_row(
+        "upload",
+        f"{_si_bytes(upload.average_bytes_per_second)}/s = "
+        f"{upload.average_mbit_per_second:,.3f} Mbit/s",
+        f"{_si_bytes(upload.peak_bytes_per_second)}/s = {upload.peak_mbit_per_second:,.3f} Mbit/s",
+        "",
+        "",
+    )
+    processes = result.processes
+    load.add_row(
+        "workers (docs/s)",
+        f"{processes.peak_documents_per_second / workload.peak_factor:,.3f}",
+        f"{processes.peak_documents_per_second:,.3f}",
+        f"{measured.worker_documents_per_second.value:,.2f}",
+        str(processes.workers),
+    )
+    load.add_row(
+        "API (searches/s)",
+        f"{workload.search_qps:,.3f}",
+        f"{processes.peak_searches_per_second:,.3f}",
+        f"{measured.api_searches_per_second.value:,.2f}",
+        str(processes.apis),
+    )
+    console.print(load)
+
+    costs = Table(title=f"Monthly cost ({money}, prices: illustrative unless you passed --prices)")
+    for column in ("line", f"{money}/month", "detail", ""):
+        costs.add_column(column, justify="right" if column.endswith("/month") else "left")
+    top = result.top_two
+    for line in result.costs:
+        costs.add_row(
+            line.name, f"{line.monthly:,.2f}", line.detail, "top 2" if line.name in top else ""
+        )
+    console.print(costs)
+    console.print(
+        f"Biggest two: {' and '.join(top)}. Total {sum(c.monthly for c in result.costs):,.2f} "
+        f"{money}/month.",
+        highlight=False,
+    )
+    if result.prices.note:
+        console.print(escape(result.prices.note), highlight=False, soft_wrap=True)
 
 
 def main() -> None:

@@ -460,6 +460,8 @@ class QualityResult:
     queries: int
     ingest_seconds: float
     uploaded: int
+    workers: int
+    """Worker threads that ingested: the ingest rate is theirs together."""
     ranking: dict[str, str | int | float]
     modes: dict[str, ModeResult]
     machine: dict[str, str]
@@ -503,6 +505,7 @@ def run(
         queries=len(dataset.queries),
         ingest_seconds=ingested.seconds,
         uploaded=ingested.uploaded,
+        workers=workers,
         ranking=ranking_settings(services.settings, services.embedder.model_id),
         modes=results,
         machine=machine_info(),
