@@ -16,7 +16,7 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
@@ -26,7 +26,14 @@ import httpx
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 
 from spine.domain.auth import Role, Scope
@@ -1389,6 +1396,129 @@ def bench_fusion(
     )
     console.print(", ".join(f"{k} {v}" for k, v in result.machine.items()))
     console.print(f"wrote {bench.write(result, out)}")
+
+
+HTTP_LATENCY_COLUMNS = ("p50 ms", "p95 ms", "p99 ms", "max ms")
+
+
+def _advancing(progress: Progress, task: TaskID) -> Callable[[object], None]:
+    return lambda _sample: progress.advance(task)
+
+
+@bench_app.command("http")
+def bench_http(
+    scenarios: Annotated[
+        str,
+        typer.Option(help="Scenarios, comma-separated: search-uncached, search-cached, upload."),
+    ] = "search-uncached,search-cached,upload",
+    rates: Annotated[
+        str, typer.Option(help="Requests per second to try in each scenario, comma-separated.")
+    ] = "10,20,40,80,160",
+    duration: Annotated[float, typer.Option(help="Seconds of arrivals per rate.", min=0.1)] = 10,
+    documents: Annotated[
+        int, typer.Option(help="Synthetic documents uploaded (and processed) first.", min=0)
+    ] = 200,
+    senders: Annotated[int, typer.Option(help="Threads sending requests.", min=1)] = 64,
+    poisson: Annotated[
+        bool, typer.Option(help="Poisson arrivals (seeded) instead of constant spacing.")
+    ] = False,
+    seed: Annotated[int, typer.Option(help="Seeds the documents, queries and arrivals.")] = 0,
+    url: Annotated[
+        str | None,
+        typer.Option(help="Load this server instead of starting `spine serve --workers 1`."),
+    ] = None,
+    token: TokenOption = None,
+    out: ResultsFolder = Path("bench/results"),
+) -> None:
+    """Open-loop load at fixed arrival rates, latency measured from each request's intended
+    send time; finds the highest search rate whose p95 stays within the search SLO."""
+    from spine.bench import http as bench
+
+    chosen = list(dict.fromkeys(name.strip() for name in scenarios.split(",") if name.strip()))
+    unknown = [name for name in chosen if name not in bench.SCENARIOS]
+    if unknown or not chosen:
+        fail(f"--scenarios takes {', '.join(bench.SCENARIOS)}, comma-separated, not {scenarios!r}")
+    try:
+        ladder = sorted({float(rate) for rate in rates.split(",")})
+    except ValueError:
+        fail(f"--rates takes numbers, comma-separated, not {rates!r}")
+    if not ladder or ladder[0] <= 0:
+        fail("--rates must be positive")
+    if url is not None and not token:
+        fail("--url needs --token (or SPINE_TOKEN)")
+    settings = _settings(None)
+    result = bench.HttpBenchResult(
+        target=url or "spine serve --workers 1 (started by the bench)",
+        documents=documents,
+        duration_seconds=duration,
+        senders=senders,
+        arrivals="poisson" if poisson else "constant",
+        slo_search_latency_seconds=settings.slo_search_latency_seconds,
+        max_error_rate=bench.MAX_ERROR_RATE,
+    )
+    target = nullcontext((url, token or "")) if url is not None else bench.started_server(workers=1)
+    try:
+        with (
+            target as (base_url, bearer),
+            bench.client_for(base_url, bearer, senders) as client,
+            _progress() as progress,
+        ):
+            if documents:
+                uploading = progress.add_task("Uploading corpus", total=documents)
+                processing = progress.add_task("Processing corpus", total=documents)
+                bench.seed_corpus(
+                    client,
+                    documents,
+                    seed=seed,
+                    on_uploaded=lambda: progress.advance(uploading),
+                    on_processed=lambda done: progress.update(processing, completed=done),
+                )
+            for name in chosen:
+                scenario = bench.Scenario(name, client, seed=seed)
+                measured = []
+                for rate in ladder:
+                    offsets = bench.schedule(rate, duration, poisson=poisson, seed=seed)
+                    task = progress.add_task(f"{name} {rate:g}/s", total=len(offsets))
+                    samples = bench.run_open_loop(
+                        scenario.send, offsets, senders=senders, on_done=_advancing(progress, task)
+                    )
+                    measured.append(bench.summarize(rate, duration, samples))
+                best = (
+                    bench.highest_rate_within_slo(measured, settings.slo_search_latency_seconds)
+                    if name in bench.SEARCH_SCENARIOS
+                    else None
+                )
+                result.scenarios[name] = bench.ScenarioResult(measured, best)
+    except (bench.BenchError, httpx.HTTPError) as exc:
+        fail(str(exc) or type(exc).__name__)
+    for name, scenario_result in result.scenarios.items():
+        table = Table(title=f"{name}: latency from intended send time")
+        for column in ("rate/s", "sent", "ok", "errors", "achieved/s", *HTTP_LATENCY_COLUMNS):
+            table.add_column(column, justify="right")
+        for r in scenario_result.rates:
+            table.add_row(
+                f"{r.rate:g}",
+                str(r.sent),
+                str(r.ok),
+                str(r.errors),
+                f"{r.achieved_rate:g}",
+                f"{r.p50_ms:g}",
+                f"{r.p95_ms:g}",
+                f"{r.p99_ms:g}",
+                f"{r.max_ms:g}",
+            )
+        console.print(table)
+        if name in bench.SEARCH_SCENARIOS:
+            console.print(
+                f"highest rate within SLO (p95 <= "
+                f"{settings.slo_search_latency_seconds * 1000:g} ms, <= "
+                f"{bench.MAX_ERROR_RATE:.0%} errors): {bench.describe_best(scenario_result)}"
+            )
+    console.print(", ".join(f"{k} {v}" for k, v in result.machine.items()))
+    written = bench.write(result, out)
+    if not any(path.suffix == ".png" for path in written):
+        console.print("matplotlib is not installed: no chart")
+    console.print("wrote " + ", ".join(str(path) for path in written))
 
 
 # -- back-of-envelope ------------------------------------------------------------------

@@ -121,11 +121,6 @@ def test_every_judged_query_counts_even_without_hits() -> None:
     }
 
 
-def test_percentile_interpolates_between_ranks() -> None:
-    assert quality.percentile([10.0], 95) == 10.0
-    assert quality.percentile([float(v) for v in range(1, 101)], 95) == pytest.approx(95.05)
-
-
 # -- Ingesting and searching the slice ---------------------------------------------------
 
 

@@ -27,6 +27,7 @@ from ir_measures import RR, R, nDCG
 from sqlalchemy.engine import make_url
 
 from spine.bench.machine import machine
+from spine.bench.stats import percentile
 from spine.domain.documents import Document
 from spine.domain.jobs import JobState
 from spine.domain.search import GroupBy, SearchMode
@@ -510,15 +511,6 @@ def run(
         modes=results,
         machine=machine_info(),
     )
-
-
-def percentile(values: Sequence[float], percent: float) -> float:
-    """Linear interpolation between the closest ranks (numpy's default)."""
-    ordered = sorted(values)
-    position = (len(ordered) - 1) * percent / 100
-    low = int(position)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
 def ranking_settings(settings: Settings, model_id: str) -> dict[str, str | int | float]:
