@@ -1517,7 +1517,7 @@ def bench_http(
     console.print(", ".join(f"{k} {v}" for k, v in result.machine.items()))
     written = bench.write(result, out)
     if not any(path.suffix == ".png" for path in written):
-        console.print("matplotlib is not installed: no chart")
+        console.print("no chart: matplotlib is missing (pip install 'spine[bench]')")
     console.print("wrote " + ", ".join(str(path) for path in written))
 
 
