@@ -11,12 +11,13 @@ import mimetypes
 import os
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
@@ -1413,7 +1414,7 @@ def bench_http(
     ] = "search-uncached,search-cached,upload",
     rates: Annotated[
         str, typer.Option(help="Requests per second to try in each scenario, comma-separated.")
-    ] = "10,20,40,80,160",
+    ] = "10,20,30,40,60,80,120,160",
     duration: Annotated[float, typer.Option(help="Seconds of arrivals per rate.", min=0.1)] = 10,
     documents: Annotated[
         int, typer.Option(help="Synthetic documents uploaded (and processed) first.", min=0)
@@ -1428,6 +1429,21 @@ def bench_http(
         typer.Option(help="Load this server instead of starting `spine serve --workers 1`."),
     ] = None,
     token: TokenOption = None,
+    topology: Annotated[
+        str,
+        typer.Option(
+            help="What the bench starts: embedded (one `spine serve` on SQLite) or scale-out "
+            "(PostgreSQL + pgvector, S3 and this machine's Redis, --apis API processes and "
+            "one worker process)."
+        ),
+    ] = "embedded",
+    apis: Annotated[
+        int, typer.Option(help="Scale-out: API processes, taken in turn.", min=1)
+    ] = 2,
+    keep_going: Annotated[
+        bool,
+        typer.Option(help="Try every rate, not stopping after the first that misses its SLO."),
+    ] = False,
     out: ResultsFolder = Path("bench/results"),
 ) -> None:
     """Open-loop load at fixed arrival rates, latency measured from each request's intended
@@ -1446,9 +1462,17 @@ def bench_http(
         fail("--rates must be positive")
     if url is not None and not token:
         fail("--url needs --token (or SPINE_TOKEN)")
+    if topology not in ("embedded", "scale-out"):
+        fail(f"--topology takes embedded or scale-out, not {topology!r}")
     settings = _settings(None)
+    started = (
+        f"{apis} x spine serve --workers 0 + spine worker --concurrency 2 on PostgreSQL, S3 "
+        "and Redis (started by the bench)"
+        if topology == "scale-out"
+        else "spine serve --workers 1 (started by the bench)"
+    )
     result = bench.HttpBenchResult(
-        target=url or "spine serve --workers 1 (started by the bench)",
+        target=url or started,
         documents=documents,
         duration_seconds=duration,
         senders=senders,
@@ -1456,7 +1480,13 @@ def bench_http(
         slo_search_latency_seconds=settings.slo_search_latency_seconds,
         max_error_rate=bench.MAX_ERROR_RATE,
     )
-    target = nullcontext((url, token or "")) if url is not None else bench.started_server(workers=1)
+    target: AbstractContextManager[tuple[str | list[str], str]] = (
+        nullcontext((url, token or ""))
+        if url is not None
+        else bench.started_cluster(apis=apis)
+        if topology == "scale-out"
+        else bench.started_server(workers=1)
+    )
     try:
         with (
             target as (base_url, bearer),
@@ -1474,23 +1504,24 @@ def bench_http(
                     on_processed=lambda done: progress.update(processing, completed=done),
                 )
             for name in chosen:
-                scenario = bench.Scenario(name, client, seed=seed)
-                measured = []
-                for rate in ladder:
-                    offsets = bench.schedule(rate, duration, poisson=poisson, seed=seed)
-                    task = progress.add_task(f"{name} {rate:g}/s", total=len(offsets))
-                    samples = bench.run_open_loop(
-                        scenario.send, offsets, senders=senders, on_done=_advancing(progress, task)
-                    )
-                    measured.append(bench.summarize(rate, duration, samples))
-                best = (
-                    bench.highest_rate_within_slo(measured, settings.slo_search_latency_seconds)
-                    if name in bench.SEARCH_SCENARIOS
-                    else None
+
+                def on_rate(rate: float, requests: int, name: str = name) -> Any:
+                    task = progress.add_task(f"{name} {rate:g}/s", total=requests)
+                    return _advancing(progress, task)
+
+                result.scenarios[name] = bench.climb(
+                    bench.Scenario(name, client, seed=seed).send,
+                    ladder,
+                    duration=duration,
+                    objective=bench.objective_seconds(name, settings.slo_search_latency_seconds),
+                    senders=senders,
+                    poisson=poisson,
+                    seed=seed,
+                    keep_going=keep_going,
+                    on_rate=on_rate,
                 )
-                result.scenarios[name] = bench.ScenarioResult(measured, best)
-    except (bench.BenchError, httpx.HTTPError) as exc:
-        fail(str(exc) or type(exc).__name__)
+    except (bench.BenchError, httpx.HTTPError, RuntimeError, OSError) as exc:
+        fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
     for name, scenario_result in result.scenarios.items():
         table = Table(title=f"{name}: latency from intended send time")
         for column in ("rate/s", "sent", "ok", "errors", "achieved/s", *HTTP_LATENCY_COLUMNS):
@@ -1508,17 +1539,89 @@ def bench_http(
                 f"{r.max_ms:g}",
             )
         console.print(table)
-        if name in bench.SEARCH_SCENARIOS:
-            console.print(
-                f"highest rate within SLO (p95 <= "
-                f"{settings.slo_search_latency_seconds * 1000:g} ms, <= "
-                f"{bench.MAX_ERROR_RATE:.0%} errors): {bench.describe_best(scenario_result)}"
-            )
+        objective = bench.objective_seconds(name, settings.slo_search_latency_seconds)
+        console.print(
+            f"highest rate within its objective (p95 <= {objective * 1000:g} ms, <= "
+            f"{bench.MAX_ERROR_RATE:.0%} errors): {bench.describe_best(scenario_result)}"
+        )
     console.print(", ".join(f"{k} {v}" for k, v in result.machine.items()))
-    written = bench.write(result, out)
+    written = bench.write(result, out, stem="http" if topology == "embedded" else "http-scale-out")
     if not any(path.suffix == ".png" for path in written):
         console.print("no chart: matplotlib is missing (pip install 'spine[bench]')")
     console.print("wrote " + ", ".join(str(path) for path in written))
+
+
+#: `spine bench all`'s parts in the order they run: each a `spine bench` subcommand.
+BENCH_ALL_PARTS = ("ingest", "search", "http")
+#: The workload `spine bench all` prices with the envelope: a mid-sized team's archive
+#: (an assumption, stated as such in docs/DESIGN.md).
+BENCH_ALL_WORKLOAD = (
+    *("--documents-per-day", "10000", "--average-size", "3KB", "--retention-days", "365"),
+    *("--replication", "3", "--search-qps", "20", "--peak-factor", "3"),
+)
+
+
+@bench_app.command("all")
+def bench_all(
+    documents: Annotated[
+        str, typer.Option(help="`bench ingest --documents`: corpus sizes, comma-separated.")
+    ] = "1000",
+    chunks: Annotated[
+        str, typer.Option(help="`bench search --chunks`: index sizes, comma-separated.")
+    ] = "10000,100000",
+    peers: Annotated[str, typer.Option(help="`bench search --peers`, or none.")] = (
+        "chroma-embedded,chroma-http,pgvector"
+    ),
+    source: Annotated[
+        Path, typer.Option(help="The BEIR corpus the synthetic documents are made from.")
+    ] = Path("../shared/data/beir/scifact"),
+    http_duration: Annotated[
+        float, typer.Option(help="`bench http --duration`: seconds per rate.", min=0.1)
+    ] = 5,
+    skip: Annotated[
+        str, typer.Option(help="Parts to leave out, comma-separated: ingest, search, http.")
+    ] = "",
+    out: ResultsFolder = Path("bench/results"),
+) -> None:
+    """Ingest, search (with its peers) and HTTP benchmarks in one go, each in its own
+    process so one's memory is not counted in the next; then the envelope from their
+    results and a summary of the headline ratios (summary.md, summary.json)."""
+    from spine.bench import summary
+
+    skipped = {part.strip() for part in skip.split(",") if part.strip()}
+    if unknown := skipped - set(BENCH_ALL_PARTS):
+        fail(f"--skip takes {', '.join(BENCH_ALL_PARTS)}, not {', '.join(sorted(unknown))}")
+    commands = {
+        "ingest": ["--documents", documents, "--source", str(source)],
+        "search": ["--chunks", chunks, "--peers", peers, "--source", str(source)],
+        "http": ["--duration", str(http_duration)],
+    }
+    seconds: dict[str, float] = {}
+    for part in BENCH_ALL_PARTS:
+        if part in skipped:
+            continue
+        console.rule(f"spine bench {part}")
+        started = time.perf_counter()
+        command = [sys.executable, "-m", "spine", "bench", part, *commands[part]]
+        code = subprocess.call([*command, "--out", str(out)])  # noqa: S603 -- our own CLI
+        seconds[part] = round(time.perf_counter() - started, 1)
+        if code != 0:
+            fail(f"spine bench {part} failed (exit {code}); what finished is in {out}")
+    console.rule("spine envelope")
+    envelope_json = out / "envelope.json"
+    command = [sys.executable, "-m", "spine", "envelope", *BENCH_ALL_WORKLOAD]
+    with envelope_json.open("w", encoding="utf-8") as written:
+        code = subprocess.call(  # noqa: S603 -- our own CLI
+            [*command, "--results", str(out), "--json"], stdout=written
+        )
+    if code != 0:
+        fail(f"spine envelope failed (exit {code}) on the results in {out}")
+    try:
+        result = summary.summarize(out, seconds)
+    except summary.SummaryError as exc:
+        fail(str(exc))
+    summary.print_table(result, console)
+    console.print("wrote " + ", ".join(str(path) for path in summary.write(result, out)))
 
 
 # -- back-of-envelope ------------------------------------------------------------------

@@ -217,3 +217,66 @@ def test_cli_run_against_a_real_server_writes_the_results(tmp_path: Path) -> Non
     assert sum(r["sent"] for r in cached["rates"]) == 12
     assert "highest_rate_within_slo" in cached
     assert "| rate/s |" in (tmp_path / "http.md").read_text()
+
+
+def test_the_ladder_stops_after_the_first_rate_that_misses_its_objective(
+    slow_server: SlowServerFault,
+) -> None:
+    """One request at a time, 50 ms each: 5/s keeps up, 40/s queues past the objective,
+    and 80/s is never sent."""
+    with httpx.Client(base_url=slow_server.url) as client:
+
+        def send(_index: int) -> int:
+            return client.get("/").status_code
+
+        stopped = bench.climb(send, [80, 5, 40], duration=1, objective=0.2, senders=8)
+        every = bench.climb(
+            send, [5, 40, 80], duration=1, objective=0.2, senders=8, keep_going=True
+        )
+
+    assert [r.rate for r in stopped.rates] == [5, 40]
+    assert stopped.highest_rate_within_slo == 5
+    assert [r.rate for r in every.rates] == [5, 40, 80]
+    assert every.highest_rate_within_slo == 5
+
+
+def test_uploads_are_held_to_the_acknowledgement_objective_not_the_search_slo() -> None:
+    assert bench.objective_seconds(bench.SEARCH_UNCACHED, 0.25) == 0.25
+    assert bench.objective_seconds(bench.UPLOAD, 0.25) == bench.UPLOAD_ACK_SECONDS
+
+
+class PortEchoServer(HTTPServer):
+    """Answers each request with its own port: which server got it."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = str(self.server.server_address[1]).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), self.Handler)
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+def test_a_client_of_several_servers_takes_them_in_turn() -> None:
+    """What the scale-out topology's load goes through: no API process gets it all."""
+    servers = [PortEchoServer(), PortEchoServer()]
+    try:
+        with bench.client_for([s.url for s in servers], "token", senders=2) as client:
+            answered = [client.get("/", params={"n": n}).text for n in range(6)]
+    finally:
+        for server in servers:
+            server.shutdown()
+            server.server_close()
+
+    assert answered == [str(s.server_address[1]) for s in servers] * 3

@@ -9,6 +9,7 @@ lateness counts in its latency.
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import random
@@ -22,7 +23,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -46,9 +47,14 @@ SEARCH_SCENARIOS = (SEARCH_UNCACHED, SEARCH_CACHED)
 #: Above this share of failed requests a rate is not "within the SLO", whatever its p95.
 MAX_ERROR_RATE = 0.01
 REQUEST_TIMEOUT_SECONDS = 30.0
+#: Uploads have no latency SLO: an upload is acknowledged once its bytes and its job are
+#: stored, and a second is where a person waiting on that notices.
+UPLOAD_ACK_SECONDS = 1.0
 TENANT = "bench-http"
 #: High enough that the server's own rate limits never answer 429 to the bench.
 UNLIMITED = "1000000/s burst 1000000"
+#: The Redis the scale-out topology shares; each run takes a namespace of its own in it.
+REDIS_URL = "redis://127.0.0.1:6379/0"
 
 VOCABULARY = (
     "account",
@@ -316,6 +322,39 @@ def highest_rate_within_slo(
     return max(passing, default=None)
 
 
+def objective_seconds(scenario: str, search_slo_seconds: float) -> float:
+    """The p95 a rate must keep to pass: the search SLO for searches; for uploads, which
+    have no latency SLO of their own, ``UPLOAD_ACK_SECONDS``."""
+    return search_slo_seconds if scenario in SEARCH_SCENARIOS else UPLOAD_ACK_SECONDS
+
+
+def climb(
+    send: Callable[[int], int],
+    ladder: Sequence[float],
+    *,
+    duration: float,
+    objective: float,
+    senders: int,
+    poisson: bool = False,
+    seed: int = 0,
+    keep_going: bool = False,
+    on_rate: Callable[[float, int], Callable[[Sample], None] | None] | None = None,
+) -> ScenarioResult:
+    """Run the rates of ``ladder`` in increasing order and stop after the first that
+    misses ``objective`` (p95 seconds) or the error rate, unless ``keep_going``: past the
+    knee every rate only queues more, and a saturated server would spend minutes on
+    rates that can only fail. ``on_rate(rate, requests)`` may return a per-request hook."""
+    measured: list[RateResult] = []
+    for rate in sorted(ladder):
+        offsets = schedule(rate, duration, poisson=poisson, seed=seed)
+        on_done = on_rate(rate, len(offsets)) if on_rate is not None else None
+        samples = run_open_loop(send, offsets, senders=senders, on_done=on_done)
+        measured.append(summarize(rate, duration, samples))
+        if not keep_going and not within_slo(measured[-1], objective, MAX_ERROR_RATE):
+            break
+    return ScenarioResult(measured, highest_rate_within_slo(measured, objective))
+
+
 # -- what the requests ask --------------------------------------------------------------
 
 
@@ -406,37 +445,122 @@ def started_server(*, workers: int = 1, ready_timeout: float = 120.0) -> Iterato
     out of the way; yields its URL and an admin token, and stops it at the end."""
     directory = Path(tempfile.mkdtemp(prefix="spine-bench-http-"))
     secret = secrets.token_urlsafe(32)
-    env = dict(os.environ)
-    env.update(
-        {
-            "SPINE_JWT_SECRET": secret,
-            "SPINE_RATE_LIMIT_READER": UNLIMITED,
-            "SPINE_RATE_LIMIT_WRITER": UNLIMITED,
-            "SPINE_RATE_LIMIT_ADMIN": UNLIMITED,
-            "SPINE_LOG_LEVEL": env.get("SPINE_LOG_LEVEL", "WARNING"),
-        }
-    )
+    env = dict(os.environ) | _unlimited(os.environ) | {"SPINE_JWT_SECRET": secret}
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     log_path = directory / "serve.log"
-    command = [sys.executable, "-m", "spine", "serve", "--port", str(port)]
-    command += ["--workers", str(workers), "--data-dir", str(directory / "data")]
-    with log_path.open("ab") as log:
-        process = subprocess.Popen(  # noqa: S603 -- our own interpreter, fixed arguments
-            command, env=env, stdout=log, stderr=subprocess.STDOUT
-        )
+    command = ["serve", "--port", str(port), "--workers", str(workers)]
+    process = _spawn([*command, "--data-dir", str(directory / "data")], env, log_path)
     try:
         _wait_ready(process, url, log_path, ready_timeout)
         yield url, mint_token(secret, Settings(jwt_secret=secret))
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
+        _stop(process)
         shutil.rmtree(directory, ignore_errors=True)
+
+
+@contextmanager
+def started_cluster(
+    *,
+    apis: int = 2,
+    worker_threads: int = 2,
+    redis_url: str = REDIS_URL,
+    ready_timeout: float = 180.0,
+) -> Iterator[tuple[list[str], str]]:
+    """The scale-out topology on this machine: PostgreSQL + pgvector and S3 from
+    ``spine local-cluster``, the Redis running here (its own namespace), ``apis`` API
+    processes and one worker process with ``worker_threads`` threads. Yields the APIs'
+    URLs and an admin token; stops everything at the end."""
+    from spine.devservices.cluster import start_local_cluster
+
+    directory = Path(tempfile.mkdtemp(prefix="spine-bench-cluster-"))
+    directory.chmod(0o755)  # PostgreSQL runs as its own user, who must reach its folder
+    processes: list[subprocess.Popen[bytes]] = []
+    try:
+        cluster = start_local_cluster(directory / "stores", redis_url=redis_url)
+    except BaseException:
+        shutil.rmtree(directory, ignore_errors=True)
+        raise
+    try:
+        env = dict(os.environ) | cluster.environment() | _unlimited(os.environ)
+        env["SPINE_REDIS_NAMESPACE"] = f"bench-{secrets.token_hex(4)}"
+        migrate = [sys.executable, "-m", "spine", "migrate", "up"]
+        done = subprocess.run(migrate, env=env, capture_output=True, check=False)  # noqa: S603
+        if done.returncode != 0:
+            raise BenchError(f"spine migrate up failed: {done.stderr.decode()[-2000:]}")
+        urls: list[str] = []
+        for index in range(apis):
+            port = _free_port()
+            urls.append(f"http://127.0.0.1:{port}")
+            command = ["serve", "--port", str(port), "--workers", "0"]
+            processes.append(_spawn(command, env, directory / f"api-{index}.log"))
+        worker = ["worker", "--concurrency", str(worker_threads)]
+        processes.append(_spawn(worker, env, directory / "worker.log"))
+        for index, url in enumerate(urls):
+            _wait_ready(processes[index], url, directory / f"api-{index}.log", ready_timeout)
+        secret = env["SPINE_JWT_SECRET"]
+        yield urls, mint_token(secret, Settings(jwt_secret=secret))
+    finally:
+        for process in processes:
+            _stop(process)
+        cluster.stop()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def _unlimited(environ: Mapping[str, str]) -> dict[str, str]:
+    """Rate limits out of the way: the bench measures capacity, not the limiter."""
+    return {
+        "SPINE_RATE_LIMIT_READER": UNLIMITED,
+        "SPINE_RATE_LIMIT_WRITER": UNLIMITED,
+        "SPINE_RATE_LIMIT_ADMIN": UNLIMITED,
+        "SPINE_LOG_LEVEL": environ.get("SPINE_LOG_LEVEL", "WARNING"),
+    }
+
+
+def _spawn(arguments: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+    with log_path.open("ab") as log:
+        return subprocess.Popen(  # noqa: S603 -- our own interpreter, fixed arguments
+            [sys.executable, "-m", "spine", *arguments],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+
+
+class RoundRobinTransport(httpx.BaseTransport):
+    """Sends each request to the next of several servers, as a load balancer in front of
+    stateless API processes would; one connection pool per server."""
+
+    def __init__(self, urls: Sequence[str], limits: httpx.Limits) -> None:
+        if not urls:
+            raise ValueError("no server to send to")
+        self._targets = [httpx.URL(url) for url in urls]
+        self._transports = [httpx.HTTPTransport(limits=limits) for _ in urls]
+        self._turn = itertools.count()
+        self._lock = threading.Lock()
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        with self._lock:
+            index = next(self._turn) % len(self._targets)
+        target = self._targets[index]
+        request.url = request.url.copy_with(
+            scheme=target.scheme, host=target.host, port=target.port
+        )
+        return self._transports[index].handle_request(request)
+
+    def close(self) -> None:
+        for transport in self._transports:
+            transport.close()
 
 
 def _wait_ready(process: subprocess.Popen[bytes], url: str, log: Path, timeout: float) -> None:
@@ -492,12 +616,15 @@ def seed_corpus(
             time.sleep(0.5)
 
 
-def client_for(url: str, token: str, senders: int) -> httpx.Client:
+def client_for(urls: str | Sequence[str], token: str, senders: int) -> httpx.Client:
+    """A client of one server, or of several taken in turn."""
+    urls = [urls] if isinstance(urls, str) else list(urls)
+    limits = httpx.Limits(max_connections=senders, max_keepalive_connections=senders)
     return httpx.Client(
-        base_url=url,
+        base_url=urls[0],
         headers={"Authorization": f"Bearer {token}"},
         timeout=REQUEST_TIMEOUT_SECONDS,
-        limits=httpx.Limits(max_connections=senders, max_keepalive_connections=senders),
+        transport=RoundRobinTransport(urls, limits),
     )
 
 
@@ -507,7 +634,8 @@ def client_for(url: str, token: str, senders: int) -> httpx.Client:
 @dataclass(frozen=True)
 class ScenarioResult:
     rates: list[RateResult]
-    #: Search scenarios only: the highest rate within the search SLO, or None.
+    #: The highest rate whose p95 kept the scenario's objective (the search SLO, or
+    #: ``UPLOAD_ACK_SECONDS`` for uploads) with at most ``MAX_ERROR_RATE`` errors, or None.
     highest_rate_within_slo: float | None = None
 
 
@@ -537,8 +665,12 @@ def markdown(result: HttpBenchResult) -> str:
     ]
     for name, scenario in result.scenarios.items():
         lines += [f"## {name}", ""]
-        if name in SEARCH_SCENARIOS:
-            lines += [f"Highest rate within SLO: {describe_best(scenario)}", ""]
+        objective = objective_seconds(name, result.slo_search_latency_seconds) * 1000
+        lines += [
+            f"Highest rate with p95 <= {objective:g} ms: {describe_best(scenario)}. The ladder "
+            "stops after the first rate that misses it.",
+            "",
+        ]
         lines += [
             "| rate/s | sent | ok | errors | achieved/s | p50 ms | p95 ms | p99 ms | max ms |",
             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
@@ -569,9 +701,8 @@ def chart(result: HttpBenchResult, path: Path) -> Path | None:
         xs = [r.rate for r in rates]
         for label in ("p50_ms", "p95_ms", "p99_ms"):
             axis.plot(xs, [getattr(r, label) for r in rates], marker="o", label=label[:3])
-        if name in SEARCH_SCENARIOS:
-            slo_ms = result.slo_search_latency_seconds * 1000
-            axis.axhline(slo_ms, color="grey", linestyle="--", label="SLO")
+        slo_ms = objective_seconds(name, result.slo_search_latency_seconds) * 1000
+        axis.axhline(slo_ms, color="grey", linestyle="--", label="objective")
         axis.set_title(name)
         axis.set_xlabel("rate (requests/s)")
         axis.set_ylabel("latency from intended send (ms)")
@@ -584,12 +715,12 @@ def chart(result: HttpBenchResult, path: Path) -> Path | None:
     return path
 
 
-def write(result: HttpBenchResult, out_dir: Path) -> list[Path]:
-    """http.json, http.md and, with matplotlib, http.png."""
-    written = [write_json(result, out_dir / "http.json")]
-    (out_dir / "http.md").write_text(markdown(result), encoding="utf-8")
-    written.append(out_dir / "http.md")
-    png = chart(result, out_dir / "http.png")
+def write(result: HttpBenchResult, out_dir: Path, *, stem: str = "http") -> list[Path]:
+    """<stem>.json, <stem>.md and, with matplotlib, <stem>.png."""
+    written = [write_json(result, out_dir / f"{stem}.json")]
+    (out_dir / f"{stem}.md").write_text(markdown(result), encoding="utf-8")
+    written.append(out_dir / f"{stem}.md")
+    png = chart(result, out_dir / f"{stem}.png")
     if png is not None:
         written.append(png)
     return written
