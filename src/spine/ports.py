@@ -18,7 +18,7 @@ them only for callers with the ``ops:read`` scope (``GET /v1/admin/slo``).
 from __future__ import annotations
 
 import builtins
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -161,8 +161,15 @@ class JobRepository(Protocol):
     def delete_for_document(self, tenant_id: str, document_id: str) -> None: ...
 
     def count_by_state(
-        self, tenant_id: str, *, created_by: str | None = None
-    ) -> dict[JobState, int]: ...
+        self,
+        tenant_id: str,
+        *,
+        created_by: str | None = None,
+        states: Collection[JobState] | None = None,
+    ) -> dict[JobState, int]:
+        """Jobs of the tenant per state (0 for a state with none); with ``states``, only
+        those are counted, so the count reads no more rows than they have."""
+        ...
 
     def failed_ids(
         self,

@@ -179,7 +179,8 @@ def new_job(services: Services, tenant_id: str, document_id: str, *, created_by:
 def _refuse_when_overloaded(services: Services, tenant_id: str) -> None:
     limit = services.settings.tenant_max_unfinished_jobs
     with services.db.read() as uow:
-        counts = uow.jobs.count_by_state(tenant_id)
+        # Only the unfinished states: an index range, however many jobs the tenant has done.
+        counts = uow.jobs.count_by_state(tenant_id, states=UNFINISHED)
     unfinished = sum(counts[state] for state in UNFINISHED)
     if unfinished >= limit:
         raise TooManyRequests(

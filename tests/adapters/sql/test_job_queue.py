@@ -637,6 +637,28 @@ def test_count_by_state_counts_only_the_tenants_jobs(db: SqliteDatabase) -> None
     assert sum(initech.values()) == 0
 
 
+def test_count_by_state_can_count_only_the_states_asked(db: SqliteDatabase) -> None:
+    """What the upload's overload check asks: the unfinished jobs, not the whole history."""
+    for _ in range(3):
+        enqueue(db, make_job("acme"))
+    done = claimed(db, "w1", T0)
+    assert done.lease_token is not None
+    succeed(db, done, done.lease_token, T0)
+    claimed(db, "w1", T0)
+
+    with db.read() as uow:
+        every = uow.jobs.count_by_state("acme")
+        asked = uow.jobs.count_by_state("acme", states=(JobState.PENDING, JobState.RUNNING))
+
+    assert (every[JobState.PENDING], every[JobState.RUNNING], every[JobState.SUCCEEDED]) == (
+        1,
+        1,
+        1,
+    )
+    assert asked[JobState.PENDING] == asked[JobState.RUNNING] == 1
+    assert asked[JobState.SUCCEEDED] == 0
+
+
 # -- who queued a job ----------------------------------------------------------------------
 
 

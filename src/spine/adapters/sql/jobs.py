@@ -18,6 +18,7 @@ from __future__ import annotations
 import builtins
 import hashlib
 import secrets
+from collections.abc import Collection
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -170,7 +171,11 @@ class SqlJobRepository:
         )
 
     def count_by_state(
-        self, tenant_id: str, *, created_by: str | None = None
+        self,
+        tenant_id: str,
+        *,
+        created_by: str | None = None,
+        states: Collection[JobState] | None = None,
     ) -> dict[JobState, int]:
         query = (
             select(jobs.c.state, func.count())
@@ -179,6 +184,8 @@ class SqlJobRepository:
         )
         if created_by is not None:
             query = query.where(jobs.c.created_by == created_by)
+        if states is not None:
+            query = query.where(jobs.c.state.in_([state.value for state in states]))
         rows = self._conn.execute(query)
         counts = dict.fromkeys(JobState, 0)
         counts.update({JobState(state): int(count) for state, count in rows})
