@@ -141,6 +141,58 @@ def test_measured_costs_are_read_from_the_quality_results_with_their_source(
     assert measured.bytes_per_document.source.startswith("estimate")
 
 
+def ingest_results(folder: Path) -> None:
+    """ingest.json as `spine bench ingest` writes it, at two sizes: 1 KB pages."""
+    sizes = [
+        {"documents": n, "text_bytes": n * 1000, "database_bytes": 200_000 + n * 6000,
+         "empty_database_bytes": 200_000, "docs_per_second_per_worker": {"median": rate}}
+        for n, rate in ((100, 9.0), (1000, 4.0))
+    ]  # fmt: skip
+    (folder / "ingest.json").write_text(json.dumps({"sizes": sizes}))
+
+
+def http_results(folder: Path, best: float | None) -> None:
+    scenario = {"rates": [], "highest_rate_within_slo": best}
+    data = {"target": "spine serve", "scenarios": {"search-uncached": scenario}}
+    (folder / "http.json").write_text(json.dumps(data))
+
+
+def test_ingest_and_http_results_take_over_from_the_quality_estimates(tmp_path: Path) -> None:
+    quality_results(tmp_path)
+    ingest_results(tmp_path)
+    http_results(tmp_path, best=30)
+
+    measured = bench.measured_costs(tmp_path, WORKLOAD)
+
+    # The largest corpus, scaled from its 1000 B pages to the workload's 2000 B.
+    assert measured.worker_documents_per_second.value == 4.0 * 1000 / 2000
+    assert measured.worker_documents_per_second.source.startswith("ingest.json")
+    assert measured.bytes_per_document.value == 6000 * 2000 / 1000
+    assert measured.bytes_per_document.source.startswith("ingest.json")
+    assert measured.api_searches_per_second.value == 30
+    assert "http.json" in measured.api_searches_per_second.source
+
+
+def test_no_http_rate_within_the_slo_falls_back_to_the_quality_estimate(
+    tmp_path: Path,
+) -> None:
+    quality_results(tmp_path)
+    ingest_results(tmp_path)
+    http_results(tmp_path, best=None)
+
+    measured = bench.measured_costs(tmp_path, WORKLOAD)
+
+    assert measured.api_searches_per_second.value == 1000 / 25
+    assert measured.worker_documents_per_second.source.startswith("ingest.json")
+
+
+def test_an_ingest_file_without_its_fields_names_the_bench_to_rerun(tmp_path: Path) -> None:
+    (tmp_path / "ingest.json").write_text(json.dumps({"sizes": [{"documents": 5}]}))
+
+    with pytest.raises(bench.EnvelopeError, match=r"ingest.json lacks .*spine bench ingest"):
+        bench.measured_costs(tmp_path, WORKLOAD)
+
+
 def test_a_worker_count_in_the_results_file_is_used(tmp_path: Path) -> None:
     measured = bench.measured_costs(quality_results(tmp_path, workers=4), WORKLOAD)
 

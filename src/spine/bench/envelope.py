@@ -30,6 +30,10 @@ VECTOR_BYTES_PER_CHUNK = 384 * 4
 #: recorded.
 DEFAULT_MEASURED_WORKERS = 2
 QUALITY_BENCH = "spine bench quality --dataset DIR"
+INGEST_BENCH = "spine bench ingest"
+HTTP_BENCH = "spine bench http"
+INGEST_RESULTS = "ingest.json"
+HTTP_RESULTS = "http.json"
 
 _UNITS = {
     "": 1,
@@ -170,45 +174,140 @@ def measured_costs(
     bytes_per_document: float | None = None,
     measured_workers: int | None = None,
 ) -> MeasuredCosts:
-    """Each cost from its override if given, else from the quality results under ``results``."""
+    """Each cost from its override if given, else from the results under ``results``:
+    ingest.json (a worker's ingest, database bytes per document) and http.json (the
+    searches one API process answers within the SLO) where the folder has them, the
+    quality results for whatever is still missing."""
     overrides = (worker_documents_per_second, api_searches_per_second, bytes_per_document)
     if any(value is not None and value <= 0 for value in overrides):
         raise EnvelopeError("an overridden throughput or size must be more than 0")
-    data: dict[str, Any] = {}
-    name = ""
-    if any(value is None for value in overrides):
-        path = find_quality_results(results)
-        if path is None:
-            raise EnvelopeError(
-                f"no quality results in {results}: run `{QUALITY_BENCH}` or pass "
-                "--worker-docs-per-second, --api-searches-per-second and --bytes-per-document"
-            )
-        name = path.name
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise EnvelopeError(f"{path}: {_one_line(exc)}") from exc
+    ingest = _optional_results(results / INGEST_RESULTS) if results.is_dir() else None
+    http = _optional_results(results / HTTP_RESULTS) if results.is_dir() else None
     try:
         worker = (
             Measure(worker_documents_per_second, "--worker-docs-per-second")
             if worker_documents_per_second is not None
-            else _worker_rate(name, data, measured_workers)
-        )
-        api = (
-            Measure(api_searches_per_second, "--api-searches-per-second")
-            if api_searches_per_second is not None
-            else _api_rate(name, data)
+            else _ingest_rate(ingest, workload)
+            if ingest is not None
+            else None
         )
         stored = (
             Measure(bytes_per_document, "--bytes-per-document")
             if bytes_per_document is not None
-            else _bytes_estimate(name, data, workload)
+            else _ingest_bytes(ingest, workload)
+            if ingest is not None
+            else None
+        )
+    except (KeyError, TypeError, ValueError, ZeroDivisionError, IndexError) as exc:
+        raise EnvelopeError(
+            f"{INGEST_RESULTS} lacks what the envelope reads ({_one_line(exc)}): rerun "
+            f"`{INGEST_BENCH}`"
+        ) from exc
+    try:
+        api = (
+            Measure(api_searches_per_second, "--api-searches-per-second")
+            if api_searches_per_second is not None
+            else _http_rate(http)
+            if http is not None
+            else None
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise EnvelopeError(
+            f"{HTTP_RESULTS} lacks what the envelope reads ({_one_line(exc)}): rerun `{HTTP_BENCH}`"
+        ) from exc
+    if worker is not None and api is not None and stored is not None:
+        return MeasuredCosts(worker, api, stored)
+    name, data = _quality_results(results)
+    try:
+        return MeasuredCosts(
+            worker or _worker_rate(name, data, measured_workers),
+            api or _api_rate(name, data),
+            stored or _bytes_estimate(name, data, workload),
         )
     except (KeyError, TypeError, ValueError, ZeroDivisionError) as exc:
         raise EnvelopeError(
             f"{name} lacks what the envelope reads ({_one_line(exc)}): rerun `{QUALITY_BENCH}`"
         ) from exc
-    return MeasuredCosts(worker, api, stored)
+
+
+def _optional_results(path: Path) -> dict[str, Any] | None:
+    if not path.is_file():
+        return None
+    try:
+        data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise EnvelopeError(f"{path}: {_one_line(exc)}") from exc
+    return data
+
+
+def _quality_results(results: Path) -> tuple[str, dict[str, Any]]:
+    path = find_quality_results(results)
+    if path is None:
+        raise EnvelopeError(
+            f"no ingest, http or quality results in {results}: run `{INGEST_BENCH}` and "
+            f"`{HTTP_BENCH}` (or `{QUALITY_BENCH}`), or pass --worker-docs-per-second, "
+            "--api-searches-per-second and --bytes-per-document"
+        )
+    try:
+        data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise EnvelopeError(f"{path}: {_one_line(exc)}") from exc
+    return path.name, data
+
+
+def _largest(data: dict[str, Any]) -> dict[str, Any]:
+    size: dict[str, Any] = max(data["sizes"], key=lambda size: int(size["documents"]))
+    return size
+
+
+def _ingest_rate(data: dict[str, Any], workload: Workload) -> Measure:
+    """A worker's documents/s at the largest measured corpus, scaled to the workload's
+    document size: processing time grows with the text (chunks to embed), not with the
+    number of files."""
+    size = _largest(data)
+    rate = float(size["docs_per_second_per_worker"]["median"])
+    measured_bytes = float(size["text_bytes"]) / int(size["documents"])
+    scaled = rate * measured_bytes / workload.average_document_bytes
+    if scaled <= 0:
+        raise ValueError("no document was ingested")
+    return Measure(
+        scaled,
+        f"{INGEST_RESULTS}: docs_per_second_per_worker.median {rate:g} at "
+        f"{size['documents']} documents x their {measured_bytes:.0f} B / the workload's "
+        f"{workload.average_document_bytes} B",
+    )
+
+
+def _ingest_bytes(data: dict[str, Any], workload: Workload) -> Measure:
+    """Database bytes per document as measured (the empty database's left out), scaled
+    to the workload's document size like the text they hold."""
+    size = _largest(data)
+    documents = int(size["documents"])
+    grown = int(size["database_bytes"]) - int(size.get("empty_database_bytes", 0))
+    measured_bytes = float(size["text_bytes"]) / documents
+    per_document = grown / documents * workload.average_document_bytes / measured_bytes
+    if per_document <= 0:
+        raise ValueError("the database did not grow")
+    return Measure(
+        per_document,
+        f"{INGEST_RESULTS}: (database_bytes - empty_database_bytes) / {documents} documents "
+        f"= {grown / documents:.0f} B for {measured_bytes:.0f} B of text, scaled to the "
+        f"workload's {workload.average_document_bytes} B",
+    )
+
+
+def _http_rate(data: dict[str, Any]) -> Measure | None:
+    """The highest uncached search rate one API process held within the SLO; None when
+    no rate did (the quality estimate stands in)."""
+    scenario = data["scenarios"].get("search-uncached")
+    best = None if scenario is None else scenario["highest_rate_within_slo"]
+    if best is None:
+        return None
+    return Measure(
+        float(best),
+        f"{HTTP_RESULTS}: scenarios.search-uncached.highest_rate_within_slo, open loop "
+        f"against {data['target']}",
+    )
 
 
 def _worker_rate(name: str, data: dict[str, Any], workers: int | None) -> Measure:
