@@ -53,7 +53,10 @@ def hit_rows(conn: Connection, tenant_id: str, keys: Sequence[int]) -> list[Row[
                     & (documents.c.tenant_id == chunks.c.tenant_id),
                 )
             )
-            .where((chunks.c.tenant_id == tenant_id) & chunks.c.seq.in_(list(keys)))
+            # ``tenant_id || ''`` keeps the tenant check but out of the planner's index
+            # choice: a handful of primary-key lookups, where SQLite without statistics
+            # would scan the tenant's index (14 ms at 100k chunks, against 0.4 ms).
+            .where(((chunks.c.tenant_id + "") == tenant_id) & chunks.c.seq.in_(list(keys)))
         )
     )
     return result

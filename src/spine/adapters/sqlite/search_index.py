@@ -155,14 +155,30 @@ class SqliteSearchIndex:
         # FTS5's hidden column named after its table: what MATCH and bm25() take.
         whole_row: ColumnClause[Any] = literal_column(fts)
         rank = func.bm25(whole_row, title_weight, 1.0).label("rank")
-        best = (
-            select(entries.c.rowid, rank, chunks.c.document_id)
-            .select_from(entries.join(chunks, chunks.c.seq == entries.c.rowid))
-            .where(whole_row.op("MATCH")(match))
-        )
-        rows = self._conn.execute(
-            filtered(best, chunks, filters, self._conn.dialect.name).order_by(rank).limit(limit)
-        )
+        if filters.empty:
+            # Rank and cut inside FTS5 first, then join only the ``limit`` survivors: the
+            # join below would otherwise run for every match (thousands for common words).
+            ranked = (
+                select(entries.c.rowid, rank)
+                .where(whole_row.op("MATCH")(match))
+                .order_by(rank)
+                .limit(limit)
+                .subquery()
+            )
+            statement = (
+                select(ranked.c.rowid, ranked.c.rank, chunks.c.document_id)
+                .select_from(ranked.join(chunks, chunks.c.seq == ranked.c.rowid))
+                .order_by(ranked.c.rank)
+            )
+        else:
+            best = (
+                select(entries.c.rowid, rank, chunks.c.document_id)
+                .select_from(entries.join(chunks, chunks.c.seq == entries.c.rowid))
+                .where(whole_row.op("MATCH")(match))
+            )
+            statement = filtered(best, chunks, filters, self._conn.dialect.name)
+            statement = statement.order_by(rank).limit(limit)
+        rows = self._conn.execute(statement)
         # FTS5's bm25() is negated so that ascending order is best-first; flip it back.
         return [Candidate(int(row[0]), str(row[2]), -float(row[1])) for row in rows]
 
