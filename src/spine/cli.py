@@ -1437,9 +1437,7 @@ def bench_http(
             "one worker process)."
         ),
     ] = "embedded",
-    apis: Annotated[
-        int, typer.Option(help="Scale-out: API processes, taken in turn.", min=1)
-    ] = 2,
+    apis: Annotated[int, typer.Option(help="Scale-out: API processes, taken in turn.", min=1)] = 2,
     keep_going: Annotated[
         bool,
         typer.Option(help="Try every rate, not stopping after the first that misses its SLO."),
@@ -1622,6 +1620,280 @@ def bench_all(
         fail(str(exc))
     summary.print_table(result, console)
     console.print("wrote " + ", ".join(str(path) for path in summary.write(result, out)))
+
+
+@bench_app.command("search")
+def bench_search(
+    chunks: Annotated[
+        str, typer.Option(help="Index sizes in chunks, comma-separated; each a fresh store.")
+    ] = "10000,100000",
+    queries: Annotated[int, typer.Option(help="Queries timed per mode and repeat.", min=1)] = 200,
+    repeats: Annotated[
+        int, typer.Option(help="Query passes per size (the load is not redone).", min=1)
+    ] = 3,
+    warmup: Annotated[
+        int, typer.Option(help="Untimed queries of each kind before the timed ones.", min=0)
+    ] = 20,
+    chunks_per_document: Annotated[
+        int, typer.Option(help="Chunks of each synthetic document.", min=1)
+    ] = 4,
+    source: Annotated[
+        Path | None,
+        typer.Option(
+            help="The BEIR corpus.jsonl (or its folder) whose sentences make the chunks; "
+            "default ../shared/data/beir/scifact."
+        ),
+    ] = None,
+    pool_size: Annotated[
+        int | None,
+        typer.Option(help="Sentences taken from the source, each embedded once (10000).", min=1),
+    ] = None,
+    cache_dir: Annotated[
+        Path, typer.Option(help="Where the sentence vectors are cached between runs.")
+    ] = Path("bench/.cache"),
+    database: Annotated[
+        str,
+        typer.Option(
+            help="sqlite (embedded), or postgresql: a private PostgreSQL 18 + pgvector "
+            "started for the run."
+        ),
+    ] = "sqlite",
+    peers: Annotated[
+        str, typer.Option(help="Peers given the same chunks, comma-separated; all or none.")
+    ] = "all",
+    seed: Annotated[int, typer.Option(help="Seeds the chunks and the queries.")] = 0,
+    out: Annotated[
+        Path, typer.Option(help="Folder for search.json, search.md and search.png.")
+    ] = Path("bench/results"),
+) -> None:
+    """Search latency per mode at each index size, through Spine's service layer, against
+    the raw index queries under it (the floor) and peers on the same chunks. Chunk vectors
+    are means of real sentence embeddings: latency, not quality."""
+    from spine.bench import corpus
+    from spine.bench import search as bench
+    from spine.observability.logging import configure_logging
+    from spine.service.bootstrap import open_embedder
+
+    try:
+        sizes = tuple(sorted({int(size) for size in chunks.split(",") if size.strip()}))
+    except ValueError:
+        fail(f"--chunks takes whole numbers, comma-separated, not {chunks!r}")
+    if not sizes or sizes[0] < 1:
+        fail("--chunks must be positive")
+    if database not in bench.DATABASES:
+        fail(f"--database takes {' or '.join(bench.DATABASES)}, not {database!r}")
+    try:
+        pool = corpus.load_pool(source or corpus.DEFAULT_SOURCE, size=pool_size or corpus.POOL_SIZE)
+    except corpus.SourceError as exc:
+        fail(str(exc))
+    try:
+        names, skipped = bench.resolve_peers(peers)
+    except ValueError as exc:
+        fail(str(exc))
+    if skipped:
+        err_console.print(f"[yellow]warning:[/yellow] {escape(skipped)}")
+    settings = _settings(None, log_level=None if "SPINE_LOG_LEVEL" in os.environ else "WARNING")
+    configure_logging(settings)
+    embedder = open_embedder(settings)
+    plan = bench.Plan(
+        sizes=sizes,
+        queries=queries,
+        repeats=repeats,
+        warmup=warmup,
+        chunks_per_document=chunks_per_document,
+        peers=names,
+        seed=seed,
+    )
+    workdir = Path(tempfile.mkdtemp(prefix="spine-bench-search-"))
+    try:
+        with _progress() as progress:
+
+            def task(description: str, total: int) -> Callable[[int], None]:
+                started = progress.add_task(description, total=total)
+                return lambda done: progress.advance(started, done)
+
+            reporter = bench.Reporter(
+                task=task,
+                note=lambda message: progress.console.print(escape(message), highlight=False),
+                warn=lambda message: progress.console.print(
+                    f"[yellow]warning:[/yellow] {escape(message)}", highlight=False
+                ),
+            )
+            with bench.stores(database, workdir, embedder) as open_store:
+                result = bench.run(
+                    pool,
+                    embedder,
+                    open_store,
+                    plan,
+                    cache_dir=cache_dir,
+                    database=database,
+                    peers_workdir=workdir / "peers",
+                    reporter=reporter,
+                )
+    except bench.BenchError as exc:
+        fail(escape(str(exc).splitlines()[0] if str(exc) else type(exc).__name__))
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    for size in result.sizes:
+        title = f"{size.chunks:,} chunks on {result.database}: latency, k={result.k}"
+        table = Table(title=title)
+        for column in bench.LATENCY_HEADER:
+            table.add_column(column, justify="right" if column else "left")
+        for row in bench.latency_rows(size):
+            table.add_row(*row)
+        console.print(table)
+        ratios = Table(title=f"{size.chunks:,} chunks: Spine over its floor")
+        for column in bench.RATIO_HEADER:
+            ratios.add_column(column, justify="right" if column in ("p50", "p95") else "left")
+        for row in bench.ratio_rows(size):
+            ratios.add_row(*row)
+        console.print(ratios)
+        store = Table(title=f"{size.chunks:,} chunks: the store")
+        for column in bench.STORE_HEADER:
+            store.add_column(column, justify="right")
+        store.add_row(*bench.store_row(size))
+        console.print(store)
+        if size.peers:
+            peer_table = Table(title=f"{size.chunks:,} chunks: peers on the same vectors")
+            for column in bench.PEER_HEADER:
+                peer_table.add_column(column, justify="left" if column == "peer" else "right")
+            for row in bench.peer_rows(size):
+                peer_table.add_row(*row)
+            console.print(peer_table)
+    console.print(f"vectors: {result.vectors}", highlight=False)
+    reused = "reused" if result.sentence_vectors["reused"] else "embedded now"
+    console.print(
+        f"sentence vectors: {result.sentence_vectors['cache']} ({reused}); "
+        f"wall time {result.wall_seconds:.0f} s",
+        highlight=False,
+    )
+    console.print(", ".join(f"{k} {v}" for k, v in result.machine.items()))
+    written = bench.write(result, out)
+    if not any(path.suffix == ".png" for path in written):
+        console.print("no chart: matplotlib is missing (pip install 'spine[bench]')")
+    console.print("wrote " + ", ".join(str(path) for path in written))
+
+
+@bench_app.command("ingest")
+def bench_ingest(
+    documents: Annotated[
+        str, typer.Option(help="Corpus sizes in documents, comma-separated; each a fresh data dir.")
+    ] = "1000",
+    source: Annotated[
+        Path | None,
+        typer.Option(
+            help="The BEIR corpus.jsonl (or its folder) whose sentences make the pages; "
+            "default ../shared/data/beir/scifact."
+        ),
+    ] = None,
+    workers: IngestWorkers = 2,
+    repeats: Annotated[
+        int, typer.Option(help="Ingests of each size, each fresh; median and range.", min=1)
+    ] = 1,
+    embed_sample: Annotated[
+        int, typer.Option(help="Stored chunks the raw embedder is timed on.", min=1)
+    ] = 300,
+    embed_repeats: Annotated[
+        int, typer.Option(help="Timed passes of the raw embedder over its sample.", min=1)
+    ] = 3,
+    steady_rate: Annotated[
+        float | None,
+        typer.Option(help="Uploads/s of the steady phase; default half the measured docs/s."),
+    ] = None,
+    steady_seconds: Annotated[
+        float, typer.Option(help="Seconds of steady uploads; 0 skips the phase.", min=0)
+    ] = 60,
+    seed: Annotated[int, typer.Option(help="Seeds the pages.")] = 0,
+    out: Annotated[
+        Path, typer.Option(help="Folder for ingest.json, ingest.md and ingest.png.")
+    ] = Path("bench/results"),
+) -> None:
+    """Ingest throughput end to end (documents, chunks and text bytes per second) against
+    the raw embedder on the same chunks, upload-to-searchable latency at a steady rate,
+    and memory and disk per chunk."""
+    from spine.bench import corpus, quality
+    from spine.bench import ingest as bench
+    from spine.observability.logging import configure_logging
+    from spine.service.bootstrap import open_embedder
+
+    started = time.monotonic()
+    try:
+        sizes = [int(size) for size in documents.split(",")]
+    except ValueError:
+        fail(f"--documents takes whole numbers, comma-separated, not {documents!r}")
+    if min(sizes) < 1:
+        fail("--documents must be positive")
+    if steady_rate is not None and steady_rate <= 0:
+        fail("--steady-rate must be positive")
+    try:
+        pool = corpus.load_pool(source or corpus.DEFAULT_SOURCE)
+    except corpus.SourceError as exc:
+        fail(str(exc))
+    settings = _settings(
+        None,
+        workers=workers,
+        **quality.UNCACHED,
+        # Each processed document logs its steps; the progress bars say enough.
+        log_level=None if "SPINE_LOG_LEVEL" in os.environ else "WARNING",
+    )
+    try:
+        bench.check_embedded(settings)
+    except bench.BenchError as exc:
+        fail(str(exc))
+    configure_logging(settings)
+    embedder = open_embedder(settings)
+    tasks: dict[str, TaskID] = {}
+    try:
+        with _progress() as progress:
+
+            def on_progress(task: str, done: int, total: int) -> None:
+                if task not in tasks:
+                    tasks[task] = progress.add_task(task, total=total)
+                progress.update(tasks[task], completed=done, total=total)
+
+            result = bench.run(
+                pool,
+                sizes,
+                settings=settings,
+                embedder=embedder,
+                workers=workers,
+                repeats=repeats,
+                embed_sample=embed_sample,
+                embed_repeats=embed_repeats,
+                steady_rate=steady_rate,
+                steady_seconds=steady_seconds,
+                seed=seed,
+                on_progress=on_progress,
+            )
+    except bench.BenchError as exc:
+        fail(str(exc))
+    for title, columns, row in (
+        (
+            f"ingest: {workers} workers; median (min-max) of {repeats} run(s)",
+            bench.THROUGHPUT_COLUMNS,
+            bench.throughput_row,
+        ),
+        ("memory and disk after ingest", bench.STORAGE_COLUMNS, bench.storage_row),
+    ):
+        table = Table(title=title)
+        for column in columns:
+            table.add_column(column, justify="right")
+        for size in result.sizes:
+            table.add_row(*row(size))
+        console.print(table)
+    if result.steady is not None:
+        steady = result.steady
+        table = Table(title="upload to searchable at a steady rate, from the intended upload")
+        for column in bench.STEADY_COLUMNS:
+            table.add_column(column, justify="right")
+        table.add_row(*bench.steady_row(steady))
+        console.print(table)
+    console.print(", ".join(f"{k} {v}" for k, v in result.machine.items()))
+    written = bench.write(result, out)
+    if not any(path.suffix == ".png" for path in written):
+        console.print("no chart: matplotlib is missing (pip install 'spine[bench]')")
+    console.print("wrote " + ", ".join(str(path) for path in written))
+    console.print(f"wall time {time.monotonic() - started:.0f} s")
 
 
 # -- back-of-envelope ------------------------------------------------------------------
