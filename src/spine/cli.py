@@ -1573,6 +1573,9 @@ def bench_all(
     source: Annotated[
         Path, typer.Option(help="The BEIR corpus the synthetic documents are made from.")
     ] = Path("../shared/data/beir/scifact"),
+    queries: Annotated[
+        int, typer.Option(help="`bench search --queries`: queries per repeat.", min=1)
+    ] = 100,
     http_duration: Annotated[
         float, typer.Option(help="`bench http --duration`: seconds per rate.", min=0.1)
     ] = 5,
@@ -1591,7 +1594,10 @@ def bench_all(
         fail(f"--skip takes {', '.join(BENCH_ALL_PARTS)}, not {', '.join(sorted(unknown))}")
     commands = {
         "ingest": ["--documents", documents, "--source", str(source)],
-        "search": ["--chunks", chunks, "--peers", peers, "--source", str(source)],
+        "search": [
+            *("--chunks", chunks, "--peers", peers, "--source", str(source)),
+            *("--queries", str(queries)),
+        ],
         "http": ["--duration", str(http_duration)],
     }
     seconds: dict[str, float] = {}
