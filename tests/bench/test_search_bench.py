@@ -23,6 +23,7 @@ from typer.testing import CliRunner
 from spine.adapters.embedders.minilm_onnx import MiniLMOnnxEmbedder
 from spine.bench import corpus
 from spine.bench import search as bench
+from spine.bench.peers import PeerResult
 from spine.cli import app
 from spine.domain.search import SearchMode
 from spine.service import search as search_service
@@ -53,21 +54,6 @@ class CountingEmbedder:
         return self.inner.embed(texts)
 
 
-@dataclass(frozen=True)
-class FakePeerResult:
-    """Test double of the peers module's PeerResult."""
-
-    name: str
-    version: str
-    load_seconds: float
-    vector_ms: dict[str, float]
-    keyword_ms: dict[str, float] | None
-    recall_at_k: float | None
-    disk_bytes: int | None
-    bytes_per_chunk: float | None
-    rss_bytes: int | None
-
-
 class FakePeers:
     """Test double of spine.bench.peers: records what it is given."""
 
@@ -88,7 +74,7 @@ class FakePeers:
         *,
         k: int = 10,
         on_progress: Any = None,
-    ) -> list[FakePeerResult]:
+    ) -> list[PeerResult]:
         self.calls.append(
             {
                 "names": list(names),
@@ -101,7 +87,7 @@ class FakePeers:
             }
         )
         timing = {"p50": 2.0, "p95": 3.0, "p99": 4.0, "mean": 2.5}
-        return [FakePeerResult(names[0], "0.0", 0.1, timing, None, 1.0, 100, 1.0, None)]
+        return [PeerResult(names[0], "0.0", len(ids), 0.1, timing, None, 1.0, 100, 1.0, None)]
 
 
 @pytest.fixture(scope="module")

@@ -33,7 +33,7 @@ from pathlib import Path
 import httpx
 
 from spine.bench.machine import machine
-from spine.bench.quality import write_json
+from spine.bench.quality import write_results
 from spine.bench.stats import percentile
 from spine.domain.auth import Role
 from spine.settings import Settings
@@ -717,10 +717,4 @@ def chart(result: HttpBenchResult, path: Path) -> Path | None:
 
 def write(result: HttpBenchResult, out_dir: Path, *, stem: str = "http") -> list[Path]:
     """<stem>.json, <stem>.md and, with matplotlib, <stem>.png."""
-    written = [write_json(result, out_dir / f"{stem}.json")]
-    (out_dir / f"{stem}.md").write_text(markdown(result), encoding="utf-8")
-    written.append(out_dir / f"{stem}.md")
-    png = chart(result, out_dir / f"{stem}.png")
-    if png is not None:
-        written.append(png)
-    return written
+    return write_results(result, out_dir, stem, markdown(result), lambda path: chart(result, path))

@@ -55,7 +55,7 @@ from spine.bench import embed as embed_bench
 from spine.bench.corpus import Page, SentencePool, pages
 from spine.bench.http import run_open_loop, schedule
 from spine.bench.machine import machine
-from spine.bench.quality import UNCACHED, tenant_documents, write_json
+from spine.bench.quality import UNCACHED, tenant_documents, write_results
 from spine.bench.stats import Spread, percentile, significant
 from spine.domain.jobs import JobState
 from spine.errors import SpineError, TooManyRequests
@@ -870,10 +870,6 @@ def chart(result: IngestBenchResult, path: Path) -> Path | None:
 
 def write(result: IngestBenchResult, out_dir: Path) -> list[Path]:
     """ingest.json, ingest.md and, with matplotlib, ingest.png."""
-    written = [write_json(result, out_dir / "ingest.json")]
-    (out_dir / "ingest.md").write_text(markdown(result), encoding="utf-8")
-    written.append(out_dir / "ingest.md")
-    png = chart(result, out_dir / "ingest.png")
-    if png is not None:
-        written.append(png)
-    return written
+    return write_results(
+        result, out_dir, "ingest", markdown(result), lambda path: chart(result, path)
+    )

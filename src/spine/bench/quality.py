@@ -550,3 +550,21 @@ def write_json(result: DataclassInstance, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(asdict(result), indent=2) + "\n", encoding="utf-8")
     return path
+
+
+def write_results(
+    result: DataclassInstance,
+    out_dir: Path,
+    stem: str,
+    markdown: str,
+    chart: Callable[[Path], Path | None],
+) -> list[Path]:
+    """<stem>.json, <stem>.md and, when ``chart`` draws one (matplotlib is there),
+    <stem>.png: the three files every `spine bench` writes."""
+    written = [write_json(result, out_dir / f"{stem}.json")]
+    (out_dir / f"{stem}.md").write_text(markdown, encoding="utf-8")
+    written.append(out_dir / f"{stem}.md")
+    png = chart(out_dir / f"{stem}.png")
+    if png is not None:
+        written.append(png)
+    return written

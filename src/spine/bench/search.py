@@ -66,7 +66,7 @@ import numpy.typing as npt
 
 from spine.bench import corpus
 from spine.bench.machine import machine
-from spine.bench.quality import UNCACHED, write_json
+from spine.bench.quality import UNCACHED, write_results
 from spine.bench.stats import percentile
 from spine.domain.documents import Chunk, Document, new_id
 from spine.domain.search import QueryTerms, SearchMode
@@ -1263,10 +1263,4 @@ def write(result: SearchBenchResult, out_dir: Path) -> list[Path]:
     """search.json, search.md and, with matplotlib, search.png (``search-postgresql.*``
     for PostgreSQL, so that one database's run never overwrites the other's)."""
     stem = "search" if result.database == "sqlite" else f"search-{result.database}"
-    written = [write_json(result, out_dir / f"{stem}.json")]
-    (out_dir / f"{stem}.md").write_text(markdown(result), encoding="utf-8")
-    written.append(out_dir / f"{stem}.md")
-    png = chart(result, out_dir / f"{stem}.png")
-    if png is not None:
-        written.append(png)
-    return written
+    return write_results(result, out_dir, stem, markdown(result), lambda path: chart(result, path))
