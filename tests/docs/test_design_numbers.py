@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -236,11 +236,18 @@ def checked_lines(doc: str, doc_dir: Path, results: Path) -> Iterator[Line]:
             previous_text = text
 
 
+def _shown_under(results: Path) -> Callable[[Path], str]:
+    """A cited file as the doc names it: its path under the results folder."""
+    root = results.resolve()
+    return lambda path: path.relative_to(root).as_posix()
+
+
 def check(doc: str, *, doc_dir: Path, results: Path) -> list[Problem]:
     """Every problem of ``doc`` (a DESIGN.md's text) under the rules of this module."""
     problems: list[Problem] = []
     cache: dict[Path, list[float]] = {}
     lines = list(checked_lines(doc, doc_dir, results))
+    shown = _shown_under(results)
     # Files that placeholders still wait for: citing them before they exist is pending.
     awaited = {path for line in lines if PLACEHOLDER.search(line.text) for path in line.cites}
     for line in lines:
@@ -271,15 +278,17 @@ def check(doc: str, *, doc_dir: Path, results: Path) -> list[Problem]:
         for path in line.cites:
             if not path.is_file():
                 kind = PENDING if path in awaited else "missing"
-                problems.append(Problem(line.number, kind, f"cites {path.name}, which is missing"))
+                problems.append(
+                    Problem(line.number, kind, f"cites {shown(path)}, which is missing")
+                )
                 continue
             if path.suffix not in (".json", ".md", ".txt", ".csv"):
-                problems.append(Problem(line.number, "unreadable", f"cites {path.name}"))
+                problems.append(Problem(line.number, "unreadable", f"cites {shown(path)}"))
                 continue
             if path not in cache:
                 cache[path] = file_numbers(path)
             values.extend(cache[path])
-            present.append(path.name)
+            present.append(shown(path))
         for number in doc_numbers(bare):
             if not number.matches(values):
                 problems.append(
@@ -297,11 +306,13 @@ def commands_named(doc: str, *, doc_dir: Path, results: Path) -> list[Problem]:
     """Each cited results file is named, on some line, beside the command that made it."""
     lines = _without_comments(doc.splitlines())
     cited = {path for line in checked_lines(doc, doc_dir, results) for path in line.cites}
+    shown = _shown_under(results)
     problems = []
     for path in sorted(cited):
-        if not any(path.name in text and COMMAND.search(text) for text in lines):
+        # The path under results/, so ingest-10k/ingest.json is not taken for ingest.json.
+        if not any(shown(path) in text and COMMAND.search(text) for text in lines):
             problems.append(
-                Problem(0, "no-command", f"no line names {path.name} with a `spine ...` command")
+                Problem(0, "no-command", f"no line names {shown(path)} with a `spine ...` command")
             )
     return problems
 
@@ -511,7 +522,9 @@ def test_design_numbers_are_the_committed_results() -> None:
 def test_design_cites_every_result_measured_so_far() -> None:
     doc = DESIGN.read_text(encoding="utf-8")
     cited = {
-        path.name for line in checked_lines(doc, DESIGN.parent, RESULTS) for path in line.cites
+        path.relative_to(RESULTS.resolve()).as_posix()
+        for line in checked_lines(doc, DESIGN.parent, RESULTS)
+        for path in line.cites
     }
     expected = {
         "quality-scifact-test.json",
@@ -521,6 +534,7 @@ def test_design_cites_every_result_measured_so_far() -> None:
         "http.json",
         "envelope.json",
         "ingest.json",
+        "ingest-10k/ingest.json",
         "search.json",
         "search-postgresql.json",
     }
