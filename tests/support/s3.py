@@ -81,7 +81,8 @@ def serve_s3(root: Path) -> Iterator[S3Server]:
     try:
         yield S3Server(running.endpoint_url, running.access_key, running.secret_key)
     finally:
-        running.stop()
+        # A throwaway server: no need to wait out weed's own shutdown (up to 10 s).
+        running.stop(timeout=1)
 
 
 def _unavailable(reason: str) -> NoReturn:
