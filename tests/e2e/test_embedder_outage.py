@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from conftest import TEST_SECRET
+from spine.devservices.readiness import wait_for_http
 from spine.settings import Settings
 from support.api import bearer, wait_for_job
 from support.server import SpineProcess, free_port, process_env
@@ -19,14 +20,10 @@ pytestmark = pytest.mark.slow
 
 def start_embedder(port: int, log: Path, env: dict[str, str]) -> SpineProcess:
     process = SpineProcess(["embedder", "serve", "--port", str(port)], env, log)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                return process
-        except httpx.TransportError:
-            time.sleep(0.1)
-    raise AssertionError(log.read_text()[-2000:])
+    outcome = wait_for_http(process.proc, f"http://127.0.0.1:{port}/healthz", timeout=60)
+    if outcome != "ready":
+        raise AssertionError(f"embedder {outcome}: {log.read_text()[-2000:]}")
+    return process
 
 
 def test_embedder_outage_waits_and_loses_nothing(tmp_path: Path) -> None:

@@ -7,10 +7,9 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import httpx
+from spine.devservices.readiness import wait_for_http
 
 SPINE = [sys.executable, "-m", "spine"]
 
@@ -63,19 +62,9 @@ class SpineProcess:
         return process, url
 
     def wait_ready(self, url: str, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        # One client for the whole wait: each new one builds an SSL context (~25 ms of CPU).
-        with httpx.Client(timeout=1) as client:
-            while time.monotonic() < deadline:
-                if self.proc.poll() is not None:
-                    raise AssertionError(f"spine exited: {self.log.read_text()[-3000:]}")
-                try:
-                    if client.get(f"{url}/readyz").status_code == 200:
-                        return
-                except httpx.TransportError:
-                    pass
-                time.sleep(0.1)
-        raise AssertionError(f"spine not ready: {self.log.read_text()[-3000:]}")
+        outcome = wait_for_http(self.proc, f"{url}/readyz", timeout=timeout)
+        if outcome != "ready":
+            raise AssertionError(f"spine {outcome}: {self.log.read_text()[-3000:]}")
 
     def kill(self) -> None:
         self.proc.send_signal(signal.SIGKILL)

@@ -35,6 +35,7 @@ import httpx
 from spine.bench.machine import machine
 from spine.bench.quality import write_results
 from spine.bench.stats import percentile
+from spine.devservices.readiness import wait_for_http
 from spine.domain.auth import Role
 from spine.settings import Settings
 
@@ -564,17 +565,11 @@ class RoundRobinTransport(httpx.BaseTransport):
 
 
 def _wait_ready(process: subprocess.Popen[bytes], url: str, log: Path, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise BenchError(f"spine serve exited: {log.read_text()[-2000:]}")
-        try:
-            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    raise BenchError(f"spine serve not ready after {timeout:.0f} s")
+    outcome = wait_for_http(process, f"{url}/readyz", timeout=timeout, interval=0.2)
+    if outcome == "exited":
+        raise BenchError(f"spine serve exited: {log.read_text()[-2000:]}")
+    if outcome == "timeout":
+        raise BenchError(f"spine serve not ready after {timeout:.0f} s")
 
 
 def seed_corpus(

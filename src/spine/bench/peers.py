@@ -56,7 +56,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-import httpx
 import numpy as np
 import numpy.typing as npt
 import psycopg
@@ -65,6 +64,7 @@ from psycopg.conninfo import make_conninfo
 
 from spine.bench.stats import percentile
 from spine.devservices.postgres import SUPERUSER, LocalPostgres, free_port
+from spine.devservices.readiness import wait_for_http
 
 if TYPE_CHECKING:
     from chromadb.api import ClientAPI
@@ -490,16 +490,13 @@ def _chroma_executable() -> str:
 
 
 def _wait_for_heartbeat(process: subprocess.Popen[bytes], url: str, log: Path) -> None:
-    deadline = time.monotonic() + START_TIMEOUT_SECONDS
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(
-                f"the Chroma server exited ({process.returncode}): {_tail(log)} (log: {log})"
-            )
-        with contextlib.suppress(httpx.TransportError):
-            if httpx.get(url, timeout=1).status_code == 200:
-                return
-        time.sleep(0.1)
+    outcome = wait_for_http(process, url, timeout=START_TIMEOUT_SECONDS)
+    if outcome == "ready":
+        return
+    if outcome == "exited":
+        raise RuntimeError(
+            f"the Chroma server exited ({process.returncode}): {_tail(log)} (log: {log})"
+        )
     raise RuntimeError(
         f"the Chroma server answered no heartbeat within {START_TIMEOUT_SECONDS:.0f} s; "
         f"{_tail(log)} (log: {log})"
